@@ -1,0 +1,76 @@
+"""Test wiring: a real control plane for the cluster tests, one namespace per test.
+
+Tests under ``tests/integration`` and ``tests/e2e`` are marked ``cluster``
+automatically; select the fast ones with ``-m "not cluster"``.
+
+The cluster is the local one from ``localkube`` (brought up on demand, and
+stopped at the end of the session if this session started it), or an existing
+cluster named *explicitly* by ``RETCON_TEST_KUBECONFIG``. The ambient
+``KUBECONFIG`` is never used, so tests cannot touch a cluster by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from localkube import cluster as localkube_cluster
+from localkube.build import ensure_binaries
+from localkube.layout import Layout
+from tests.support import ClusterHandle, wait_for
+
+CLUSTER_DIRS = ("integration", "e2e", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in CLUSTER_DIRS for part in Path(str(item.fspath)).parts):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterHandle]:
+    external = os.environ.get("RETCON_TEST_KUBECONFIG")
+    layout = Layout.from_env()
+    ensure_binaries(layout)
+    kubectl_bin = layout.binary("kubectl")
+    if external:
+        yield ClusterHandle(Path(external), kubectl_bin, Path("/nonexistent"), 0, "", None)
+        return
+    was_up = localkube_cluster.status(layout).healthy
+    localkube_cluster.up(layout, quiet=True)
+    settings = localkube_cluster.Settings.load(layout)
+    yield ClusterHandle(
+        kubeconfig=layout.kubeconfig,
+        kubectl_bin=kubectl_bin,
+        kubelet_root=layout.kubelet_root,
+        api_port=settings.api_port,
+        node_name=localkube_cluster.NODE_NAME,
+        layout=layout,
+    )
+    if not was_up and not os.environ.get("RETCON_KEEP_CLUSTER"):
+        localkube_cluster.down(layout)
+
+
+@pytest.fixture
+def kubectl(cluster: ClusterHandle) -> Callable[..., subprocess.CompletedProcess[str]]:
+    return cluster.kubectl
+
+
+@pytest.fixture
+def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace with its default ServiceAccount, deleted after the test."""
+    name = f"t-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
+    name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name)
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        f"the default ServiceAccount in {name}",
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
