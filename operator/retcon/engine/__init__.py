@@ -1,0 +1,1 @@
+"""The engine: pure decisions about runs. No Kubernetes client, no asyncio, no clock."""

@@ -1,0 +1,225 @@
+"""What the operator knows of the cluster: caches fed by watch events, and views for the engine.
+
+The `Store` keeps the latest version of every object the operator watches,
+indexed so that an event on any child finds its run at once. `observe()` turns
+the store's view of one run into the engine's `Observed`, and `run_view()`
+turns a WorkflowRun object into the engine's `RunView`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from retcon.api.run import StepPhase, WorkflowRunStatus
+from retcon.api.stepresult import StepResultSpec
+from retcon.engine.model import Observed, ObservedAttempt, RunView
+from retcon.kube.resources import MAIN_CONTAINER
+
+Key = tuple[str, str]  # (namespace, name)
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return (meta.get("namespace", ""), meta["name"])
+
+
+def _resource_version(obj: Mapping[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion", "0"))
+    except (TypeError, ValueError):
+        return 0
+
+
+def owner_run(obj: Mapping[str, Any]) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "WorkflowRun":
+            return str(ref["name"])
+    return None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class Store:
+    runs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[Key, dict[str, Any]] = field(default_factory=dict)  # latest pod by (namespace, job name)
+    results: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    pause_requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    #: Job names whose creation the API refused, with why (the attempt then fails).
+    creation_errors: dict[Key, str] = field(default_factory=dict)
+
+    def put_run(self, obj: dict[str, Any], deleted: bool = False) -> Key:
+        key = key_of(obj)
+        if deleted:
+            self.runs.pop(key, None)
+            return key
+        current = self.runs.get(key)
+        if current is not None and _resource_version(current) > _resource_version(obj) > 0:
+            return key  # an echo older than what we wrote ourselves
+        self.runs[key] = obj
+        return key
+
+    def put_job(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
+        key = key_of(obj)
+        if deleted:
+            self.jobs.pop(key, None)
+        else:
+            self.jobs[key] = obj
+        run = owner_run(obj)
+        return (key[0], run) if run else None
+
+    def put_pod(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
+        namespace = obj["metadata"].get("namespace", "")
+        job = (obj["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) or (
+            obj["metadata"].get("labels") or {}
+        ).get("job-name")
+        if not job:
+            return None
+        key = (namespace, job)
+        current = self.pods.get(key)
+        if deleted:
+            if current is not None and current["metadata"]["name"] == obj["metadata"]["name"]:
+                self.pods.pop(key, None)
+        elif (
+            current is None
+            or current["metadata"]["name"] == obj["metadata"]["name"]
+            or (
+                current["metadata"].get("creationTimestamp", "")
+                <= obj["metadata"].get("creationTimestamp", "")
+            )
+        ):
+            self.pods[key] = obj
+        job_obj = self.jobs.get(key)
+        run = owner_run(job_obj) if job_obj else None
+        if run is None:
+            run = _run_from_job_name(self, namespace, job)
+        return (namespace, run) if run else None
+
+    def put_result(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
+        key = key_of(obj)
+        if deleted:
+            self.results.pop(key, None)
+        else:
+            self.results[key] = obj
+        run = obj.get("spec", {}).get("runName")
+        return (key[0], str(run)) if run else None
+
+    def put_pause_request(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
+        key = key_of(obj)
+        if deleted:
+            self.pause_requests.pop(key, None)
+        else:
+            self.pause_requests[key] = obj
+        run = obj.get("spec", {}).get("runName")
+        return (key[0], str(run)) if run else None
+
+
+def _run_from_job_name(store: Store, namespace: str, job: str) -> str | None:
+    """A pod may arrive before its Job: find the run whose status names that Job."""
+    for (ns, name), run in store.runs.items():
+        if ns != namespace:
+            continue
+        for step in (run.get("status") or {}).get("steps") or []:
+            for attempt in step.get("attempts") or []:
+                if attempt.get("job") == job:
+                    return name
+    return None
+
+
+def run_view(obj: Mapping[str, Any], store: Store) -> RunView:
+    meta = obj["metadata"]
+    spec = obj.get("spec") or {}
+    namespace, name = meta.get("namespace", ""), meta["name"]
+    holding = tuple(
+        sorted(
+            request["metadata"]["name"]
+            for (ns, _), request in store.pause_requests.items()
+            if ns == namespace
+            and request.get("spec", {}).get("runName") == name
+            and not request["metadata"].get("deletionTimestamp")
+        )
+    )
+    return RunView(
+        name=name,
+        namespace=namespace,
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        input=spec.get("input") or {},
+        tenant=spec.get("tenant"),
+        status=WorkflowRunStatus.model_validate(obj.get("status") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        pause_requests=holding,
+    )
+
+
+def _main_container_state(pod: Mapping[str, Any]) -> dict[str, Any]:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container.get("name") == MAIN_CONTAINER:
+            return dict(container.get("state") or {})
+    return {}
+
+
+def observe_attempt(store: Store, namespace: str, job_name: str) -> ObservedAttempt:
+    job = store.jobs.get((namespace, job_name))
+    pod = store.pods.get((namespace, job_name))
+    result_obj = store.results.get((namespace, job_name))
+    result: StepResultSpec | None = None
+    if result_obj is not None:
+        try:
+            result = StepResultSpec.model_validate(result_obj.get("spec") or {})
+        except ValidationError:
+            result = None
+    job_failed = store.creation_errors.get((namespace, job_name))
+    if job is not None and job_failed is None:
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Failed" and condition.get("status") == "True":
+                job_failed = (
+                    f"the Job failed: {condition.get('reason')}: {condition.get('message', '')}".strip()
+                )
+    state = _main_container_state(pod) if pod else {}
+    terminated = state.get("terminated")
+    waiting = state.get("waiting")
+    waiting_reason = None
+    if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+        waiting_reason = f"{waiting.get('reason')}: {waiting.get('message', '')}".rstrip(": ")
+    return ObservedAttempt(
+        job_name=job_name,
+        job_exists=job is not None,
+        job_failed=job_failed,
+        pod_phase=(pod.get("status") or {}).get("phase") if pod else None,
+        exit_code=int(terminated["exitCode"]) if terminated and "exitCode" in terminated else None,
+        termination_reason=terminated.get("reason") if terminated else None,
+        termination_message=terminated.get("message") if terminated else None,
+        waiting_reason=waiting_reason,
+        finished_at=_parse_time(terminated.get("finishedAt")) if terminated else None,
+        pod_reason=(pod.get("status") or {}).get("reason") if pod else None,
+        result=result,
+        result_name=job_name if result_obj is not None else None,
+    )
+
+
+def observe(store: Store, view: RunView) -> Observed:
+    attempts: dict[str, ObservedAttempt] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for step in view.status.steps:
+        if step.attempts:
+            last = step.attempts[-1]
+            if last.job and last.phase is StepPhase.RUNNING:
+                attempts[last.job] = observe_attempt(store, view.namespace, last.job)
+        ref = step.output_ref
+        if ref is not None and ref.kind == "StepResult":
+            result = store.results.get((view.namespace, ref.name))
+            if result is not None:
+                outputs[step.id] = (result.get("spec") or {}).get("output") or {}
+    return Observed(attempts=attempts, outputs=outputs)

@@ -1,0 +1,24 @@
+"""Resource classes for Retcon's kinds, and the labels that tie children to their run."""
+
+from __future__ import annotations
+
+from lightkube.generic_resource import create_namespaced_resource
+
+from retcon.api.meta import GROUP, VERSION
+
+Workflow = create_namespaced_resource(GROUP, VERSION, "Workflow", "workflows")
+WorkflowRun = create_namespaced_resource(GROUP, VERSION, "WorkflowRun", "workflowruns")
+PauseRequest = create_namespaced_resource(GROUP, VERSION, "PauseRequest", "pauserequests")
+Injection = create_namespaced_resource(GROUP, VERSION, "Injection", "injections")
+StepResult = create_namespaced_resource(GROUP, VERSION, "StepResult", "stepresults")
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "retcon"
+RUN_LABEL = f"{GROUP}/run"
+STEP_LABEL = f"{GROUP}/step"
+STEP_ID_LABEL = f"{GROUP}/step-id"
+ATTEMPT_LABEL = f"{GROUP}/attempt"
+MAIN_CONTAINER = "step"
+REPORTER_CONTAINER = "retcon-report"
+INPUT_DIR = "/var/run/retcon/input"
+OUTPUT_DIR = "/var/run/retcon/output"
