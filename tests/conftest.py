@@ -18,12 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from localkube import cluster as localkube_cluster
 from localkube.build import ensure_binaries
 from localkube.layout import Layout
+from tests.operator_process import OperatorProcess
 from tests.support import ClusterHandle, wait_for
 
+REPO = Path(__file__).resolve().parent.parent
 CLUSTER_DIRS = ("integration", "e2e", "browser")
 
 
@@ -74,3 +77,49 @@ def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterato
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterHandle) -> None:
+    """Retcon's generated CRDs, applied and Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: ClusterHandle, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The real operator, watching every namespace, with its admission webhook on loopback."""
+    quickstart = Path(os.environ.get("RETCON_STATE", Path.home() / ".local/state/retcon")) / "operator.pid"
+    if quickstart.exists():
+        pid = quickstart.read_text().strip()
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            pytest.exit(
+                f"an operator started by hack/quickstart is running (pid {pid}) and would race the tests' "
+                f"operator: stop it with `kill {pid}`",
+                returncode=2,
+            )
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(kubeconfig=cluster.kubeconfig, log=log).start()
+    # A server-side dry run goes through admission: it passes once this operator's webhook answers
+    # (a configuration left by an earlier, killed operator would still point at a dead port).
+    probe = yaml.safe_dump(
+        {
+            "apiVersion": "retcon.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "admission-probe", "namespace": "default"},
+            "spec": {"steps": [{"name": "a", "function": "m:f"}]},
+        }
+    )
+    wait_for(
+        "the operator's admission webhook to answer",
+        lambda: (
+            cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=probe, check=False).returncode == 0
+        ),
+        timeout=60,
+    )
+    yield process
+    process.stop()
+    if os.environ.get("RETCON_TEST_DEBUG"):
+        print(log.read_text())

@@ -9,12 +9,12 @@ on the engine's rules without Kubernetes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from retcon.api.run import RunPhase, SourceRef, WorkflowRunStatus
+from retcon.api.run import RunPhase, SourceRef, StepStatus, WorkflowRunStatus
 from retcon.api.stepresult import Outcome, StepError, StepResultSpec
 from retcon.api.workflow import WorkflowSpec
 from retcon.engine.decide import decide, start_run
@@ -53,6 +53,7 @@ class Sim:
     decisions: list[Decision] = field(default_factory=list)
     pending_jobs: dict[str, StartAttempt] = field(default_factory=dict)
     pause_requests: tuple[str, ...] = ()
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # StepResult name -> full output
 
     def view(self) -> RunView:
         return RunView(
@@ -66,12 +67,21 @@ class Sim:
             pause_requests=self.pause_requests,
         )
 
+    def observed_now(self) -> Observed:
+        """What the kube layer would observe: every Job, and the outputs kept by reference."""
+        outputs = {
+            step.id: self.results[step.output_ref.name]
+            for step in self.status.steps
+            if step.output_ref is not None and step.output_ref.name in self.results
+        }
+        return Observed(attempts=dict(self.observed), outputs=outputs)
+
     def step(self) -> Decision:
         """One reconcile: decide, then carry out the actions."""
         if self.status.definition is None:
             decision = start_run(self.view(), self.spec, SourceRef(name="wf"), self.now)
         else:
-            decision = decide(self.view(), Observed(attempts=dict(self.observed)), self.now)
+            decision = decide(self.view(), self.observed_now(), self.now)
         self.decisions.append(decision)
         self.status = decision.status
         for action in decision.actions:
@@ -86,9 +96,11 @@ class Sim:
                 self.pending_jobs.pop(action.job_name, None)
         return decision
 
-    def finish_jobs(self) -> None:
-        """Let every running job finish, as `behaviour` says."""
+    def finish_jobs(self, only: Collection[str] | None = None) -> None:
+        """Let every running job (or those of the steps named in `only`) finish, as `behaviour` says."""
         for job, action in list(self.pending_jobs.items()):
+            if only is not None and action.step.name not in only:
+                continue
             code, output, outcome = self.behaviour(action.step.name, action.attempt, action.input_document)
             result = StepResultSpec(
                 run_name=self.name,
@@ -109,6 +121,8 @@ class Sim:
                 result=result,
                 result_name=job,
             )
+            if output is not None:
+                self.results[job] = output
             self.finished.append(action.step.name)
             del self.pending_jobs[job]
 
@@ -135,3 +149,12 @@ class Sim:
 
     def output_of(self, name: str) -> dict[str, Any] | None:
         return next(s.output for s in self.status.steps if s.name == name)
+
+    def step_status(self, name: str) -> StepStatus:
+        return next(s for s in self.status.steps if s.name == name)
+
+    def job_of(self, name: str) -> str:
+        """The Job of the step's latest attempt."""
+        job = self.step_status(name).attempts[-1].job
+        assert job is not None, f"step {name}'s latest attempt has no Job"
+        return job

@@ -124,6 +124,8 @@ class _Work:
     defs: dict[str, DefinitionStep]  # by name
     actions: list[Action] = field(default_factory=list)
     wakeups: list[datetime] = field(default_factory=list)
+    #: Outputs kept by reference that this decision has just learnt, by step id.
+    fresh_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.actions.append(RecordEvent("Warning" if kind == "Warning" else "Normal", reason, message))
@@ -238,10 +240,8 @@ def _classify(
     if seen is not None and seen.job_failed and seen.exit_code is None:
         return _Outcome(False, reason="JobFailed", message=seen.job_failed)
     if seen is None or not seen.job_exists:
-        if (now - started).total_seconds() > LOST_JOB_GRACE_SECONDS and (
-            seen is None or seen.pod_phase is None
-        ):
-            return _Outcome(False, reason="JobLost", message=f"the attempt's Job {attempt.job} disappeared")
+        if seen is not None and seen.job_missing and (now - started).total_seconds() > LOST_JOB_GRACE_SECONDS:
+            return _Outcome(False, reason="JobLost", message=f"the attempt's Job {attempt.job} was deleted")
         return None
     result = seen.result
     if seen.pod_reason == "DeadlineExceeded":
@@ -266,7 +266,7 @@ def _classify(
                         bytes=size,
                         sha256=digest(output),
                     )
-                    return _Outcome(True, output_ref=ref, exit_code=0)
+                    return _Outcome(True, output=output, output_ref=ref, exit_code=0)
                 return _Outcome(True, output=output, exit_code=0)
             message = result.error.message if result.error else "the step reported a failure"
             return _Outcome(
@@ -357,6 +357,8 @@ def _succeed(
     step.phase = StepPhase.SUCCEEDED
     step.output = output if ref is None else None
     step.output_ref = ref
+    if ref is not None and output is not None:
+        work.fresh_outputs[step.id] = output
     step.finished_at = work.now
     step.message = None
     definition = work.defs[step.name]
@@ -549,7 +551,8 @@ def step_output(work_or_steps: _Work, step: StepStatus) -> dict[str, Any] | None
     if step.output is not None:
         return step.output
     if step.output_ref is not None:
-        return work_or_steps.observed.outputs.get(step.id)
+        fresh = work_or_steps.fresh_outputs.get(step.id)
+        return fresh if fresh is not None else work_or_steps.observed.outputs.get(step.id)
     return None
 
 

@@ -56,6 +56,8 @@ class ObservedAttempt:
     job_name: str
     job_exists: bool = False
     job_failed: str | None = None  # the Job's Failed condition: "reason: message"
+    #: The API itself (not just a cache that may still be filling) says the Job does not exist.
+    job_missing: bool = False
     pod_phase: str | None = None  # Pending | Running | Succeeded | Failed, None before a pod exists
     exit_code: int | None = None  # the main container's, once it terminated
     termination_reason: str | None = None

@@ -58,6 +58,8 @@ class Store:
     pause_requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
     #: Job names whose creation the API refused, with why (the attempt then fails).
     creation_errors: dict[Key, str] = field(default_factory=dict)
+    #: Jobs a live GET found missing (the watch cache alone is not trusted for that).
+    missing_jobs: set[Key] = field(default_factory=set)
 
     def put_run(self, obj: dict[str, Any], deleted: bool = False) -> Key:
         key = key_of(obj)
@@ -196,6 +198,7 @@ def observe_attempt(store: Store, namespace: str, job_name: str) -> ObservedAtte
     return ObservedAttempt(
         job_name=job_name,
         job_exists=job is not None,
+        job_missing=job is None and (namespace, job_name) in store.missing_jobs,
         job_failed=job_failed,
         pod_phase=(pod.get("status") or {}).get("phase") if pod else None,
         exit_code=int(terminated["exitCode"]) if terminated and "exitCode" in terminated else None,
@@ -207,6 +210,18 @@ def observe_attempt(store: Store, namespace: str, job_name: str) -> ObservedAtte
         result=result,
         result_name=job_name if result_obj is not None else None,
     )
+
+
+def unseen_jobs(store: Store, view: RunView, now: datetime, grace: float) -> list[str]:
+    """Jobs of running attempts older than `grace` that the cache does not hold."""
+    unseen = []
+    for step in view.status.steps:
+        last = step.attempts[-1] if step.attempts else None
+        if last is None or last.job is None or last.phase is not StepPhase.RUNNING or last.started_at is None:
+            continue
+        if (view.namespace, last.job) not in store.jobs and (now - last.started_at).total_seconds() > grace:
+            unseen.append(last.job)
+    return unseen
 
 
 def observe(store: Store, view: RunView) -> Observed:

@@ -18,16 +18,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
+from lightkube.resources.batch_v1 import Job
 from pydantic import ValidationError
 
 from retcon.api.run import RunPhase, SourceRef
 from retcon.api.workflow import WorkflowSpec
 from retcon.engine.decide import decide, start_run, workflow_missing
-from retcon.engine.model import Decision
+from retcon.engine.model import LOST_JOB_GRACE_SECONDS, Decision, RunView
 from retcon.engine.validation import format_problems, validate_workflow
 from retcon.kube.apply import Conflict, Gone, StepRbac, apply_decision
 from retcon.kube.config import OperatorConfig
-from retcon.kube.observe import Key, Store, observe, run_view
+from retcon.kube.observe import Key, Store, observe, run_view, unseen_jobs
 from retcon.kube.resources import Workflow, WorkflowRun
 
 log = logging.getLogger("retcon.reconciler")
@@ -36,7 +37,7 @@ Clock = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=datetime.now(UTC).microsecond // 1000 * 1000)
+    return datetime.now(UTC)
 
 
 class EventSink:
@@ -179,6 +180,7 @@ class Reconciler:
         else:
             if view.status.phase is RunPhase.CANCELLED:
                 return
+            await self._confirm_missing_jobs(view, now)
             decision = decide(view, observe(self.store, view), now)
         written = await apply_decision(
             self.api, self.store, run, decision, self.config, self.rbac, self.events.emit, now
@@ -189,7 +191,19 @@ class Reconciler:
         if decision.requeue_after is not None:
             self.enqueue_after(key, decision.requeue_after)
 
-    async def _start(self, view: Any, run: dict[str, Any], now: datetime) -> Decision:
+    async def _confirm_missing_jobs(self, view: RunView, now: datetime) -> None:
+        """A Job absent from the cache may just not be listed yet (after a restart): ask the API."""
+        for job in unseen_jobs(self.store, view, now, LOST_JOB_GRACE_SECONDS):
+            try:
+                found = await self.api.get(Job, job, namespace=view.namespace)
+            except ApiError as error:
+                if error.status.code != 404:
+                    raise
+                self.store.missing_jobs.add((view.namespace, job))
+            else:
+                self.store.put_job(found.to_dict())
+
+    async def _start(self, view: RunView, run: dict[str, Any], now: datetime) -> Decision:
         ref = ((run.get("spec") or {}).get("workflowRef") or {}).get("name", "")
         try:
             workflow = (await self.api.get(Workflow, ref, namespace=view.namespace)).to_dict()

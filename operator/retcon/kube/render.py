@@ -24,10 +24,15 @@ from retcon.kube.resources import (
     MANAGER,
     OUTPUT_DIR,
     REPORTER_CONTAINER,
+    REPORTER_DIR,
     RUN_LABEL,
     STEP_ID_LABEL,
     STEP_LABEL,
 )
+
+
+#: How long the reporter may keep trying to create its StepResult.
+REPORT_DEADLINE_SECONDS = 20
 
 
 def owner_reference(run_name: str, run_uid: str, *, controller: bool = True) -> dict[str, Any]:
@@ -138,21 +143,37 @@ def render_job(
             main["args"] = list(step.args)
         # A native sidecar: started first, told to stop (SIGTERM) once the step's container
         # has exited; it then reports the output file. The step's image needs no Python.
+        # Its startup probe holds the step's container back until the reporter is listening for
+        # that signal, so even a step that exits at once cannot beat it.
+        volumes.append({"name": "retcon-reporter", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
         init_containers.append(
             {
                 "name": REPORTER_CONTAINER,
                 "image": config.runner_image,
                 "restartPolicy": "Always",
-                "command": [config.python, "-m", "retcon_runner", "report"],
+                "command": [
+                    config.python, "-m", "retcon_runner", "report",
+                    f"--ready-file={REPORTER_DIR}/ready", f"--deadline={REPORT_DEADLINE_SECONDS}",
+                ],
                 "env": env,
-                "volumeMounts": [{"name": "retcon-output", "mountPath": OUTPUT_DIR, "readOnly": True}],
+                "volumeMounts": [
+                    {"name": "retcon-output", "mountPath": OUTPUT_DIR, "readOnly": True},
+                    {"name": "retcon-reporter", "mountPath": REPORTER_DIR},
+                ],
+                "startupProbe": {
+                    "exec": {"command": ["test", "-e", f"{REPORTER_DIR}/ready"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 120,
+                },
             }
-        )
+        )  # fmt: skip
     resources = step.resources or defaults.resources
     if resources:
         main["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Room for the reporter to finish within its deadline after the step's container exits.
+        "terminationGracePeriodSeconds": REPORT_DEADLINE_SECONDS + 10,
         "serviceAccountName": step.service_account_name
         or defaults.service_account_name
         or config.step_service_account,

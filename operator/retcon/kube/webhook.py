@@ -7,7 +7,9 @@ Modes (``RETCON_WEBHOOK``):
 - ``cluster``: listen on all interfaces with the certificate mounted at
   ``RETCON_WEBHOOK_CERT_DIR`` (tls.crt, tls.key); the Helm chart owns the
   configuration and the Service;
-- ``off``: no webhook (validation then rests on the CRDs' schema and CEL rules).
+- ``off``: nothing registers the webhook (validation then rests on the CRDs' schema
+  and CEL rules); kopf still needs a server for its handlers, so one listens on
+  127.0.0.1 where no one calls it.
 """
 
 from __future__ import annotations
@@ -66,10 +68,8 @@ def configure(settings: kopf.OperatorSettings, environ: dict[str, str] | None = 
     """Set up kopf's admission server as the environment says; returns the mode."""
     env: Any = os.environ if environ is None else environ
     mode = env.get("RETCON_WEBHOOK", "local")
-    if mode == "off":
-        return mode
     port = int(env.get("RETCON_WEBHOOK_PORT", "0") or 0) or None
-    if mode == "local":
+    if mode in ("local", "off"):
         folder = Path(tempfile.mkdtemp(prefix="retcon-webhook-"))
         certfile, keyfile = build_self_signed(folder, ["127.0.0.1", "localhost"])
         settings.admission.server = kopf.WebhookServer(
@@ -80,7 +80,7 @@ def configure(settings: kopf.OperatorSettings, environ: dict[str, str] | None = 
             pkeyfile=keyfile,
             cafile=certfile,
         )
-        settings.admission.managed = CONFIGURATION_NAME
+        settings.admission.managed = CONFIGURATION_NAME if mode == "local" else None
     elif mode == "cluster":
         folder = Path(env.get("RETCON_WEBHOOK_CERT_DIR", "/etc/retcon/webhook"))
         settings.admission.server = kopf.WebhookServer(
