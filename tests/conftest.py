@@ -84,6 +84,7 @@ def crds(cluster: ClusterHandle) -> None:
     """Retcon's generated CRDs, applied and Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "-f", str(REPO / "deploy" / "stepresult-policy.yaml"))
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,14 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from retcon.api.meta import DNS_SUBDOMAIN, ApiModel, Condition, JsonObject, StatusModel
 from retcon.api.workflow import cel
 
 RunName = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
 Reason = Field(min_length=1, max_length=1024)
-IMMUTABLE = {
+IMMUTABLE: JsonDict = {
     "x-kubernetes-validations": [
         cel("self == oldSelf", "the spec is immutable: delete the object and create a new one")
     ]

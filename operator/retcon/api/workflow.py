@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 
 from retcon.api.meta import DNS_LABEL, FUNCTION_REF, ApiModel, JsonObject
 
@@ -20,9 +21,9 @@ Expression = Annotated[str, Field(min_length=1, max_length=2048)]
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
 
-def cel(rule: str, message: str, *, message_expression: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, *, message_expression: str | None = None) -> JsonDict:
     """An `x-kubernetes-validations` entry: a CEL rule the apiserver checks at apply time."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if message_expression:
         entry["messageExpression"] = message_expression
     return entry
@@ -58,7 +59,7 @@ class Route(ApiModel):
     target: StepName
 
 
-_STEP_RULES = [
+_STEP_RULES: list[JsonValue] = [
     cel(
         "!(has(self.function) && has(self.image))",
         "a step runs either a function or an image, not both",

@@ -24,7 +24,7 @@ from retcon.engine.model import Decision, RecordEvent, StartAttempt, StopAttempt
 from retcon.kube.config import OperatorConfig
 from retcon.kube.observe import Store
 from retcon.kube.render import render_event, render_input, render_job, render_step_rbac
-from retcon.kube.resources import WorkflowRun
+from retcon.kube.resources import WorkflowRun, as_dict
 
 log = logging.getLogger("retcon.kube")
 
@@ -135,14 +135,14 @@ async def apply_decision(
             if error.status.code == 404:
                 raise Gone(name) from error
             raise
-        written = updated.to_dict()
+        written = as_dict(updated)
     if decision.consumed_annotations:
         patch = {"metadata": {"annotations": dict.fromkeys(decision.consumed_annotations)}}
         try:
             patched = await api.patch(
                 WorkflowRun, name, patch, namespace=namespace, patch_type=PatchType.MERGE
             )
-            written = patched.to_dict()
+            written = as_dict(patched)
         except ApiError as error:
             if error.status.code != 404:
                 raise

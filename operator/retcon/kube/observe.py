@@ -182,6 +182,9 @@ def observe_attempt(store: Store, namespace: str, job_name: str) -> ObservedAtte
             result = StepResultSpec.model_validate(result_obj.get("spec") or {})
         except ValidationError:
             result = None
+    if result is not None and (pod is None or result.pod_name != pod["metadata"]["name"]):
+        # Only the attempt's own pod may speak for it (admission also checks the sender's pod).
+        result = None
     job_failed = store.creation_errors.get((namespace, job_name))
     if job is not None and job_failed is None:
         for condition in (job.get("status") or {}).get("conditions") or []:

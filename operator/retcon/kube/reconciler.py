@@ -29,7 +29,7 @@ from retcon.engine.validation import format_problems, validate_workflow
 from retcon.kube.apply import Conflict, Gone, StepRbac, apply_decision
 from retcon.kube.config import OperatorConfig
 from retcon.kube.observe import Key, Store, observe, run_view, unseen_jobs
-from retcon.kube.resources import Workflow, WorkflowRun
+from retcon.kube.resources import Workflow, WorkflowRun, as_dict
 
 log = logging.getLogger("retcon.reconciler")
 
@@ -166,7 +166,7 @@ class Reconciler:
                 self.store.runs.pop(key, None)
                 return
             raise
-        self.store.runs[key] = fresh.to_dict()
+        self.store.runs[key] = as_dict(fresh)
 
     async def _reconcile_once(self, key: Key, run: dict[str, Any]) -> None:
         self.reconciles += 1
@@ -201,12 +201,12 @@ class Reconciler:
                     raise
                 self.store.missing_jobs.add((view.namespace, job))
             else:
-                self.store.put_job(found.to_dict())
+                self.store.put_job(as_dict(found))
 
     async def _start(self, view: RunView, run: dict[str, Any], now: datetime) -> Decision:
         ref = ((run.get("spec") or {}).get("workflowRef") or {}).get("name", "")
         try:
-            workflow = (await self.api.get(Workflow, ref, namespace=view.namespace)).to_dict()
+            workflow = as_dict((await self.api.get(Workflow, ref, namespace=view.namespace)))
         except ApiError as error:
             if error.status.code == 404:
                 return workflow_missing(view, ref, now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from lightkube.generic_resource import create_namespaced_resource
 
 from retcon.api.meta import GROUP, VERSION
@@ -23,3 +25,8 @@ REPORTER_CONTAINER = "retcon-report"
 INPUT_DIR = "/var/run/retcon/input"
 OUTPUT_DIR = "/var/run/retcon/output"
 REPORTER_DIR = "/var/run/retcon/reporter"
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A lightkube object as the plain dict the rest of the operator works with."""
+    return cast(dict[str, Any], obj.to_dict())

@@ -67,7 +67,7 @@ def build_self_signed(folder: Path, hosts: list[str]) -> tuple[Path, Path]:
 def configure(settings: kopf.OperatorSettings, environ: dict[str, str] | None = None) -> str:
     """Set up kopf's admission server as the environment says; returns the mode."""
     env: Any = os.environ if environ is None else environ
-    mode = env.get("RETCON_WEBHOOK", "local")
+    mode = str(env.get("RETCON_WEBHOOK", "local"))
     port = int(env.get("RETCON_WEBHOOK_PORT", "0") or 0) or None
     if mode in ("local", "off"):
         folder = Path(tempfile.mkdtemp(prefix="retcon-webhook-"))
