@@ -36,6 +36,9 @@ class OperatorProcess:
             os.environ,
             KUBECONFIG=str(self.kubeconfig),
             RETCON_WEBHOOK=self.webhook,
+            # The process kubelet ignores images: step pods run this interpreter, found without
+            # going through any shims on PATH.
+            RETCON_RUNNER_PYTHON=os.environ.get("RETCON_RUNNER_PYTHON", sys.executable),
             RETCON_LOG_LEVEL="DEBUG" if os.environ.get("RETCON_TEST_DEBUG") else "INFO",
             **self.extra_env,
         )

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import kopf
+import prometheus_client
 
 
 def _configure_logging(level: str, json_logs: bool) -> None:
@@ -48,6 +49,12 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("RETCON_LIVENESS", ""),
         help="serve health probes at this URL, e.g. http://0.0.0.0:8080/healthz",
     )
+    cli.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("RETCON_METRICS_PORT", "0") or 0),
+        help="serve Prometheus metrics on this port (0: off)",
+    )
     cli.add_argument("--log-level", default=os.environ.get("RETCON_LOG_LEVEL", "INFO"))
     cli.add_argument(
         "--json-logs", action="store_true", default=os.environ.get("RETCON_JSON_LOGS", "") == "true"
@@ -59,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _configure_logging(args.log_level, args.json_logs)
     import retcon.handlers  # noqa: F401, PLC0415 - registers the handlers with kopf
+
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port)
 
     namespaces = args.namespace or [
         n.strip() for n in os.environ.get("RETCON_NAMESPACES", "").split(",") if n.strip()

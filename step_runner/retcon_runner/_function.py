@@ -8,8 +8,6 @@ and choosing the exit code.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import importlib
 import inspect
 import json
@@ -200,6 +198,10 @@ def _run(fn: StepFunction | str, document: object) -> tuple[StepOutcome, BaseExc
 
 
 def _await(awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
+    # Imported here: asyncio costs a third of the runner's start-up, and most steps are not async.
+    import asyncio  # noqa: PLC0415
+    import concurrent.futures  # noqa: PLC0415
+
     if not _loop_running():
         return asyncio.run(_settle(awaitable))
     # Called from async code (an async test): the step gets its own loop in a thread.
@@ -208,6 +210,8 @@ def _await(awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
 
 
 def _loop_running() -> bool:
+    import asyncio  # noqa: PLC0415 - see _await
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

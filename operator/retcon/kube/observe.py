@@ -8,6 +8,7 @@ turns a WorkflowRun object into the engine's `RunView`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +61,8 @@ class Store:
     creation_errors: dict[Key, str] = field(default_factory=dict)
     #: Jobs a live GET found missing (the watch cache alone is not trusted for that).
     missing_jobs: set[Key] = field(default_factory=set)
+    #: When (monotonic seconds) each attempt's step container was first seen finished, by Job.
+    finished_seen: dict[Key, float] = field(default_factory=dict)
 
     def put_run(self, obj: dict[str, Any], deleted: bool = False) -> Key:
         key = key_of(obj)
@@ -102,6 +105,8 @@ class Store:
             )
         ):
             self.pods[key] = obj
+            if key not in self.finished_seen and "terminated" in _main_container_state(obj):
+                self.finished_seen[key] = time.monotonic()
         job_obj = self.jobs.get(key)
         run = owner_run(job_obj) if job_obj else None
         if run is None:

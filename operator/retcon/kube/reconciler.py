@@ -26,6 +26,7 @@ from retcon.api.workflow import WorkflowSpec
 from retcon.engine.decide import decide, start_run, workflow_missing
 from retcon.engine.model import LOST_JOB_GRACE_SECONDS, Decision, RunView
 from retcon.engine.validation import format_problems, validate_workflow
+from retcon.kube import metrics
 from retcon.kube.apply import Conflict, Gone, StepRbac, apply_decision
 from retcon.kube.config import OperatorConfig
 from retcon.kube.observe import Key, Store, observe, run_view, unseen_jobs
@@ -38,6 +39,30 @@ Clock = Callable[[], datetime]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _count(key: Key, view: RunView, decision: Decision, active: set[Key]) -> None:
+    """Metrics from what this decision changed."""
+    old, new = view.status, decision.status
+    if old.definition is None and new.definition is not None:
+        metrics.RUNS_STARTED.inc()
+    if new.phase.terminal:
+        active.discard(key)
+        if new.phase is not old.phase:
+            metrics.RUNS_FINISHED.labels(new.phase.value).inc()
+    else:
+        active.add(key)
+    metrics.ACTIVE_RUNS.set(len(active))
+    if new.phase is RunPhase.PAUSED and old.phase is not RunPhase.PAUSED and new.pause_reason is not None:
+        metrics.PAUSES.labels(new.pause_reason.value).inc()
+    before = {step.id: step.phase for step in old.steps}
+    for step in new.steps:
+        if step.phase.terminal and before.get(step.id) is not step.phase:
+            metrics.STEPS_FINISHED.labels(step.phase.value).inc()
+            last = step.attempts[-1] if step.attempts else None
+            if last is not None and last.started_at and last.finished_at:
+                seconds = (last.finished_at - last.started_at).total_seconds()
+                metrics.STEP_DURATION.labels(step.phase.value).observe(seconds)
 
 
 class EventSink:
@@ -92,6 +117,8 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._on_decision = on_decision
+        self._active_runs: set[Key] = set()
+        self.trace = metrics.TransitionTrace()
         self.reconciles = 0
         self.conflicts = 0
         self.errors = 0
@@ -131,6 +158,7 @@ class Reconciler:
                 await self.reconcile(key)
             except Exception:
                 self.errors += 1
+                metrics.RECONCILE_ERRORS.inc()
                 log.exception("Reconcile of %s/%s failed; retrying in 5s", *key)
                 self.enqueue_after(key, 5.0)
             finally:
@@ -152,6 +180,7 @@ class Reconciler:
                 return
             except Conflict:
                 self.conflicts += 1
+                metrics.CONFLICTS.inc()
                 await self._refresh(key)
             except Gone:
                 self.store.runs.pop(key, None)
@@ -171,6 +200,7 @@ class Reconciler:
     async def _reconcile_once(self, key: Key, run: dict[str, Any]) -> None:
         self.reconciles += 1
         started = time.perf_counter()
+        t_start = time.monotonic()
         view = run_view(run, self.store)
         now = self.clock()
         if view.status.definition is None:
@@ -181,11 +211,26 @@ class Reconciler:
             if view.status.phase is RunPhase.CANCELLED:
                 return
             await self._confirm_missing_jobs(view, now)
-            decision = decide(view, observe(self.store, view), now)
+            observed = observe(self.store, view)
+            finished = [job for job, seen in observed.attempts.items() if seen.exit_code is not None]
+            decision = decide(view, observed, now)
         written = await apply_decision(
             self.api, self.store, run, decision, self.config, self.rbac, self.events.emit, now
         )
         self.store.put_run(written)
+        if view.status.definition is not None and decision.starts and finished:
+            seen = [self.store.finished_seen.get((key[0], job)) for job in finished]
+            moments = [moment for moment in seen if moment is not None]
+            if moments:
+                self.trace.record(time.monotonic() - max(moments), len(self._active))
+                log.debug(
+                    "Transition of %s/%s: seen %.1f ms before reconcile start, reconcile took %.1f ms",
+                    *key,
+                    (t_start - max(moments)) * 1000,
+                    (time.monotonic() - t_start) * 1000,
+                )
+        _count(key, view, decision, self._active_runs)
+        metrics.RECONCILE.observe(time.perf_counter() - started)
         if self._on_decision is not None:
             self._on_decision(key, decision, time.perf_counter() - started)
         if decision.requeue_after is not None:
@@ -206,7 +251,7 @@ class Reconciler:
     async def _start(self, view: RunView, run: dict[str, Any], now: datetime) -> Decision:
         ref = ((run.get("spec") or {}).get("workflowRef") or {}).get("name", "")
         try:
-            workflow = as_dict((await self.api.get(Workflow, ref, namespace=view.namespace)))
+            workflow = as_dict(await self.api.get(Workflow, ref, namespace=view.namespace))
         except ApiError as error:
             if error.status.code == 404:
                 return workflow_missing(view, ref, now)

@@ -30,7 +30,6 @@ from retcon.kube.resources import (
     STEP_LABEL,
 )
 
-
 #: How long the reporter may keep trying to create its StepResult.
 REPORT_DEADLINE_SECONDS = 20
 
