@@ -155,18 +155,42 @@ def decide(run: RunView, observed: Observed, now: datetime) -> Decision:
 
     if status.phase is RunPhase.CANCELLED:
         return Decision(status=status)
-    if run.annotations.get(CANCEL_ANNOTATION) == TRUE:
+    if run.annotations.get(CANCEL_ANNOTATION) == TRUE and not status.phase.terminal:
         return _cancel(work)
 
     _fold_attempts(work)
     _fold_waiting(work)
     _settle(work)
     held = _held(run)
-    if not held and not _has_failed(work):
+    unavailable = _unavailable_outputs(work)
+    if unavailable:
+        lost = [name for name, gone in unavailable.items() if gone]
+        if lost:
+            for name in lost:
+                step = work.steps[name]
+                step.message = (
+                    "its output (kept in a StepResult) is gone; inject it again or resume from this step"
+                )
+            work.event(
+                "Warning", "OutputLost", f"Output of step(s) {', '.join(lost)} is gone; no step can start"
+            )
+        else:
+            work.wakeups.append(now + timedelta(seconds=1))  # being loaded: look again shortly
+    if not held and not _has_failed(work) and not unavailable:
         while _start_ready(work):
             _settle(work)  # a Decision without work resolves at once and may unlock more
     _derive_phase(work, held)
     return Decision(status=status, actions=tuple(work.actions), requeue_after=_requeue(work))
+
+
+def _unavailable_outputs(work: _Work) -> dict[str, bool]:
+    """Succeeded steps whose output is kept by reference but not at hand: name -> confirmed gone."""
+    missing = {}
+    for step in work.steps.values():
+        if step.phase is StepPhase.SUCCEEDED and step.output is None and step.output_ref is not None:
+            if step_output(work, step) is None:
+                missing[step.name] = step.id in work.observed.lost_outputs
+    return missing
 
 
 def _held(run: RunView) -> bool:
@@ -242,6 +266,10 @@ def _classify(
     if seen is None or not seen.job_exists:
         if seen is not None and seen.job_missing and (now - started).total_seconds() > LOST_JOB_GRACE_SECONDS:
             return _Outcome(False, reason="JobLost", message=f"the attempt's Job {attempt.job} was deleted")
+        # Nothing else would wake the run for a Job that is gone: look again once the grace is over.
+        work.wakeups.append(
+            max(now, started + timedelta(seconds=LOST_JOB_GRACE_SECONDS)) + timedelta(seconds=1)
+        )
         return None
     result = seen.result
     if seen.pod_reason == "DeadlineExceeded":
@@ -307,6 +335,8 @@ def _fold_attempts(work: _Work) -> None:
         seen = work.observed.attempts.get(attempt.job)
         if seen is not None and seen.waiting_reason:
             step.message = f"waiting to start: {seen.waiting_reason}"
+        elif step.message and step.message.startswith("waiting to start: "):
+            step.message = None
         outcome = _classify(work, definition, attempt, seen)
         if outcome is None:
             continue
@@ -383,6 +413,7 @@ def _route(work: _Work, step: StepStatus, definition: DefinitionStep) -> None:
                 return
         except cel.ConditionError as error:
             step.phase = StepPhase.FAILED
+            step.output = None
             step.message = f"route condition {error.expression!r} failed: {error.problem}"
             work.event("Warning", "StepFailed", f"Step {step.name}: {step.message}")
             return
@@ -390,6 +421,7 @@ def _route(work: _Work, step: StepStatus, definition: DefinitionStep) -> None:
         step.route = definition.default
         return
     step.phase = StepPhase.FAILED
+    step.output = None
     conditions = ", ".join(repr(r.condition) for r in definition.routes or [])
     step.message = f"no route condition held ({conditions}) and the step has no default"
     work.event("Warning", "StepFailed", f"Step {step.name}: {step.message}")
@@ -502,6 +534,8 @@ def _start_ready(work: _Work) -> bool:
             step.phase = StepPhase.WAITING
             timeout = definition.timeout_seconds
             step.deadline = work.now + timedelta(seconds=timeout) if timeout else None
+            if step.deadline is not None:
+                work.wakeups.append(step.deadline)
             work.event("Normal", "StepWaiting", f"Step {step.name} waits for a signal")
         elif definition.type is StepType.DECISION and not (definition.function or definition.image):
             _succeed(work, step, {})
@@ -525,6 +559,7 @@ def _start_attempt(
     attempt.started_at = work.now
     attempt.not_before = None
     if size > MAX_INPUT_BYTES:
+        attempt.job = None  # no Job was made for it
         attempt.phase = StepPhase.FAILED
         attempt.reason = "InputTooLarge"
         step.phase = StepPhase.FAILED
@@ -536,6 +571,9 @@ def _start_attempt(
         work.event("Warning", "StepFailed", f"Step {step.name}: {step.message}")
         return
     attempt.phase = StepPhase.RUNNING
+    timeout = _timeout_seconds(work, definition)
+    if timeout is not None:
+        work.wakeups.append(work.now + timedelta(seconds=timeout))
     attempt.input_ref = ObjectRef(
         kind="ConfigMap", name=input_name(job), key="input.json", bytes=size, sha256=digest(document)
     )

@@ -74,6 +74,8 @@ class Observed:
     attempts: Mapping[str, ObservedAttempt] = field(default_factory=dict)  # by Job name
     #: Outputs kept outside the run object, loaded by the kube layer, by step id.
     outputs: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    #: Step ids whose output's StepResult the API says no longer exists.
+    lost_outputs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

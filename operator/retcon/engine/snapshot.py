@@ -29,7 +29,7 @@ def build_definition(spec: WorkflowSpec, source: SourceRef) -> Definition:
         steps=steps,
         pause_behavior=spec.pause_behavior,
         injection_points=list(spec.injection_points or []),
-        defaults=spec.defaults or StepDefaults(),
+        defaults=spec.defaults.model_copy(deep=True) if spec.defaults else StepDefaults(),
     )
 
 

@@ -61,6 +61,8 @@ class Store:
     creation_errors: dict[Key, str] = field(default_factory=dict)
     #: Jobs a live GET found missing (the watch cache alone is not trusted for that).
     missing_jobs: set[Key] = field(default_factory=set)
+    #: StepResults holding outputs by reference that a live GET found missing.
+    lost_results: set[Key] = field(default_factory=set)
     #: When (monotonic seconds) each attempt's step container was first seen finished, by Job.
     finished_seen: dict[Key, float] = field(default_factory=dict)
 
@@ -235,6 +237,7 @@ def unseen_jobs(store: Store, view: RunView, now: datetime, grace: float) -> lis
 def observe(store: Store, view: RunView) -> Observed:
     attempts: dict[str, ObservedAttempt] = {}
     outputs: dict[str, dict[str, Any]] = {}
+    lost: set[str] = set()
     for step in view.status.steps:
         if step.attempts:
             last = step.attempts[-1]
@@ -245,4 +248,18 @@ def observe(store: Store, view: RunView) -> Observed:
             result = store.results.get((view.namespace, ref.name))
             if result is not None:
                 outputs[step.id] = (result.get("spec") or {}).get("output") or {}
-    return Observed(attempts=attempts, outputs=outputs)
+            elif (view.namespace, ref.name) in store.lost_results:
+                lost.add(step.id)
+    return Observed(attempts=attempts, outputs=outputs, lost_outputs=frozenset(lost))
+
+
+def unloaded_results(store: Store, view: RunView) -> list[str]:
+    """StepResults that hold outputs by reference and are not in the cache."""
+    return [
+        step.output_ref.name
+        for step in view.status.steps
+        if step.output_ref is not None
+        and step.output_ref.kind == "StepResult"
+        and (view.namespace, step.output_ref.name) not in store.results
+        and (view.namespace, step.output_ref.name) not in store.lost_results
+    ]

@@ -29,8 +29,8 @@ from retcon.engine.validation import format_problems, validate_workflow
 from retcon.kube import metrics
 from retcon.kube.apply import Conflict, Gone, StepRbac, apply_decision
 from retcon.kube.config import OperatorConfig
-from retcon.kube.observe import Key, Store, observe, run_view, unseen_jobs
-from retcon.kube.resources import Workflow, WorkflowRun, as_dict
+from retcon.kube.observe import Key, Store, observe, run_view, unloaded_results, unseen_jobs
+from retcon.kube.resources import StepResult, Workflow, WorkflowRun, as_dict
 
 log = logging.getLogger("retcon.reconciler")
 
@@ -211,6 +211,7 @@ class Reconciler:
             if view.status.phase is RunPhase.CANCELLED:
                 return
             await self._confirm_missing_jobs(view, now)
+            await self._load_results(view)
             observed = observe(self.store, view)
             finished = [job for job, seen in observed.attempts.items() if seen.exit_code is not None]
             decision = decide(view, observed, now)
@@ -247,6 +248,18 @@ class Reconciler:
                 self.store.missing_jobs.add((view.namespace, job))
             else:
                 self.store.put_job(as_dict(found))
+
+    async def _load_results(self, view: RunView) -> None:
+        """Outputs kept by reference must be at hand before any step that may read them starts."""
+        for name in unloaded_results(self.store, view):
+            try:
+                found = await self.api.get(StepResult, name, namespace=view.namespace)
+            except ApiError as error:
+                if error.status.code != 404:
+                    raise
+                self.store.lost_results.add((view.namespace, name))
+            else:
+                self.store.put_result(as_dict(found))
 
     async def _start(self, view: RunView, run: dict[str, Any], now: datetime) -> Decision:
         ref = ((run.get("spec") or {}).get("workflowRef") or {}).get("name", "")
