@@ -167,8 +167,9 @@ def decide(run: RunView, observed: Observed, now: datetime) -> Decision:
         lost = [name for name, gone in unavailable.items() if gone]
         if lost:
             for name in lost:
-                step = work.steps[name]
-                step.message = (
+                work.steps[
+                    name
+                ].message = (
                     "its output (kept in a StepResult) is gone; inject it again or resume from this step"
                 )
             work.event(
@@ -187,9 +188,9 @@ def _unavailable_outputs(work: _Work) -> dict[str, bool]:
     """Succeeded steps whose output is kept by reference but not at hand: name -> confirmed gone."""
     missing = {}
     for step in work.steps.values():
-        if step.phase is StepPhase.SUCCEEDED and step.output is None and step.output_ref is not None:
-            if step_output(work, step) is None:
-                missing[step.name] = step.id in work.observed.lost_outputs
+        by_reference = step.output is None and step.output_ref is not None
+        if step.phase is StepPhase.SUCCEEDED and by_reference and step_output(work, step) is None:
+            missing[step.name] = step.id in work.observed.lost_outputs
     return missing
 
 
