@@ -97,6 +97,10 @@ class Status:
 
 # --- processes -----------------------------------------------------------------------------------
 
+#: Processes this Python process started, kept so they are reaped (not left as zombies or
+#: reported as leaked) when `down` runs in the same process, as in a test session.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def _start_time(pid: int) -> str | None:
     try:
@@ -135,6 +139,7 @@ def _spawn(layout: Layout, component: str, argv: list[str], env: dict[str, str] 
         cwd=layout.home,
     )
     log.close()
+    _CHILDREN[process.pid] = process
     layout.pidfile(component).write_text(
         json.dumps({"pid": process.pid, "start": _start_time(process.pid), "argv": argv[:1]})
     )
@@ -153,14 +158,21 @@ def _stop(layout: Layout, component: str, *, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _start_time(pid) is None or _is_zombie(pid):
+            _reap(pid)
             return True
         time.sleep(0.1)
-    with_group = True
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        with_group = False
-    return with_group
+        return False
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)
 
 
 def _is_zombie(pid: int) -> bool:
