@@ -39,7 +39,7 @@ from tests.support import ClusterHandle  # noqa: E402
 from localkube import cluster as localkube_cluster  # noqa: E402
 from localkube.layout import Layout  # noqa: E402
 
-METRIC = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
+METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 
 def api_requests(layout: Layout) -> Counter[tuple[str, str]]:
@@ -110,7 +110,8 @@ def scenario(
             phase = (item.get("status") or {}).get("phase")
             if item["metadata"]["name"] in pending and phase in ("Succeeded", "Failed"):
                 if phase == "Failed":
-                    raise SystemExit(f"run {item['metadata']['name']} failed: {item['status'].get('message')}")
+                    message = item["status"].get("message")
+                    raise SystemExit(f"run {item['metadata']['name']} failed: {message}")
                 pending.discard(item["metadata"]["name"])
         time.sleep(0.2)
     if pending:
@@ -143,7 +144,8 @@ def report(result: dict[str, Any]) -> None:
             f"max={max(samples):.1f} ms  mean={statistics.fmean(samples):.1f} ms"
         )
     requests: Counter[tuple[str, str]] = result["requests"]
-    writes = sum(v for (verb, _), v in requests.items() if verb in ("POST", "PUT", "PATCH", "DELETE", "APPLY"))
+    mutating = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+    writes = sum(v for (verb, _), v in requests.items() if verb in mutating)
     print(f"API requests per step    {result['per_step']:.1f} (writes {writes / result['steps']:.1f})")
     for (verb, resource), count in sorted(requests.items(), key=lambda item: -item[1])[:12]:
         print(f"    {verb:<7} {resource:<22} {count / result['steps']:6.2f}/step")
@@ -186,7 +188,8 @@ def main() -> int:
             scenario(cluster, layout, trace, namespace, "sequential", 1, args.sequential),
             scenario(cluster, layout, trace, namespace, "concurrent", args.runs, args.steps),
         ]
-        assert operator.process is not None
+        if operator.process is None:
+            raise SystemExit("the operator process is gone")
         rss, peak = rss_mib(operator.process.pid)
     finally:
         operator.stop()
@@ -197,7 +200,8 @@ def main() -> int:
     print(f"operator log             {work / 'operator.log'}")
     (work / "results.yaml").write_text(
         yaml.safe_dump(
-            [{k: v for k, v in r.items() if k not in ("samples", "requests")} for r in results], sort_keys=False
+            [{k: v for k, v in r.items() if k not in ("samples", "requests")} for r in results],
+            sort_keys=False,
         )
     )
     return 0
