@@ -85,6 +85,7 @@ def crds(cluster: ClusterHandle) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
     cluster.kubectl("apply", "-f", str(REPO / "deploy" / "stepresult-policy.yaml"))
+    cluster.kubectl("apply", "-f", str(REPO / "deploy" / "user-roles.yaml"))
 
 
 @pytest.fixture(scope="session")

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
+from lightkube.types import PatchType
 from pydantic import ValidationError
 
 from retcon.api.meta import GROUP, VERSION
 from retcon.api.workflow import WorkflowSpec
+from retcon.engine.model import INTENTS_ANNOTATION
 from retcon.engine.validation import format_problems, validate_workflow
-from retcon.kube import webhook
+from retcon.kube import admission, webhook
 from retcon.kube.config import OperatorConfig
 from retcon.kube.observe import Store
 from retcon.kube.reconciler import EventSink, Reconciler
-from retcon.kube.resources import MANAGED_BY, MANAGER
+from retcon.kube.resources import MANAGED_BY, MANAGER, PauseRequest, WorkflowRun, as_dict, whoami
 
 log = logging.getLogger("retcon.operator")
 MANAGED = f"{MANAGED_BY}={MANAGER}"
@@ -54,12 +57,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     store = Store()
     events = EventSink(api)
     reconciler = Reconciler(api, store, config, events)
+    store.operator_user = await whoami(api)
     memo["reconciler"] = reconciler
     memo["tasks"] = [
         asyncio.create_task(reconciler.run(), name="retcon-reconcile"),
         asyncio.create_task(events.run(), name="retcon-events"),
     ]
-    log.info("Retcon operator started (runner image %s)", config.runner_image)
+    log.info("Retcon operator started as %s (runner image %s)", store.operator_user, config.runner_image)
 
 
 @kopf.on.cleanup()
@@ -126,3 +130,124 @@ def validate_workflow_admission(spec: kopf.Spec, name: str | None, **_: Any) -> 
     problems = validate_workflow(parsed)
     if problems:
         raise kopf.AdmissionError(f"Workflow {name} is invalid:\n{format_problems(problems)}", code=422)
+
+
+@kopf.on.event(GROUP, VERSION, "injections")
+def injection_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    reconciler = _state(memo)
+    key = reconciler.store.put_injection(dict(event["object"]), deleted=_deleted(event))
+    if key is not None:
+        reconciler.enqueue(key)
+
+
+# --- admission: who intervened, taken from authentication ----------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@kopf.on.mutate(GROUP, VERSION, "workflowruns", operations=["CREATE", "UPDATE"])
+def record_run_intents(
+    patch: kopf.Patch,
+    userinfo: kopf.UserInfo,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    """Append each intervention an annotation change amounts to, with its authenticated actor."""
+    before = dict(old.metadata.annotations) if old is not None else None
+    after = dict(body.metadata.annotations)
+    value = admission.run_intents_value(
+        before,
+        after,
+        actor=admission.actor_of(userinfo),
+        now=_now(),
+        operator_user=_state(memo).store.operator_user,
+    )
+    if value is not None:
+        patch.metadata.annotations[INTENTS_ANNOTATION] = value or None
+
+
+@kopf.on.validate(GROUP, VERSION, "workflowruns", operations=["UPDATE"])
+def validate_run_annotations(body: kopf.Body, old: kopf.Body | None = None, **_: Any) -> None:
+    problem = admission.validate_run_annotations(dict(old) if old is not None else None, dict(body))
+    if problem:
+        raise kopf.AdmissionError(problem, code=422)
+
+
+def _stamp_creator(patch: kopf.Patch, userinfo: kopf.UserInfo, old: kopf.Body | None, body: kopf.Body,
+                   memo: kopf.Memo, *, keep: tuple[str, ...]) -> None:  # fmt: skip
+    """Stamp the creator at CREATE; on UPDATE keep what was stamped, whatever the client sent."""
+    if old is None:
+        patch.metadata.annotations[admission.CREATED_BY] = admission.actor_of(userinfo)
+        return
+    if admission.actor_of(userinfo) == _state(memo).store.operator_user:
+        return
+    previous = old.metadata.annotations
+    for key in keep:
+        if body.metadata.annotations.get(key) != previous.get(key):
+            patch.metadata.annotations[key] = previous.get(key)
+
+
+@kopf.on.mutate(GROUP, VERSION, "pauserequests", operations=["CREATE", "UPDATE"])
+def stamp_pause_request(
+    patch: kopf.Patch,
+    userinfo: kopf.UserInfo,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    _stamp_creator(patch, userinfo, old, body, memo, keep=(admission.CREATED_BY, admission.DELETED_BY))
+    if old is None:
+        # Deletion then waits for the operator, which audits who released the run.
+        finalizers = list(body.get("metadata", {}).get("finalizers") or [])
+        patch.metadata["finalizers"] = [*finalizers, admission.RELEASE_FINALIZER]
+
+
+@kopf.on.validate(GROUP, VERSION, "pauserequests", operations=["DELETE"], side_effects=True)
+async def stamp_pause_request_deleter(
+    userinfo: kopf.UserInfo, dryrun: bool, memo: kopf.Memo, old: kopf.Body | None = None, **_: Any
+) -> None:
+    """Record who deletes a PauseRequest (who resumes the run) on the object, before it goes."""
+    if (
+        dryrun
+        or old is None
+        or admission.RELEASE_FINALIZER not in (old.get("metadata", {}).get("finalizers") or [])
+    ):
+        return
+    patch = {"metadata": {"annotations": {admission.DELETED_BY: admission.actor_of(userinfo)}}}
+    await _state(memo).api.patch(
+        PauseRequest, old.metadata.name, patch, namespace=old.metadata.namespace, patch_type=PatchType.MERGE
+    )
+
+
+@kopf.on.mutate(GROUP, VERSION, "injections", operations=["CREATE", "UPDATE"])
+def stamp_injection(
+    patch: kopf.Patch,
+    userinfo: kopf.UserInfo,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    _stamp_creator(patch, userinfo, old, body, memo, keep=(admission.CREATED_BY,))
+
+
+@kopf.on.validate(GROUP, VERSION, "injections", operations=["CREATE"])
+async def validate_injection(spec: kopf.Spec, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse at apply time what can never apply: an unknown run or step, a finished run."""
+    reconciler = _state(memo)
+    run_name, namespace = str(spec.get("runName", "")), namespace or "default"
+    run = reconciler.store.runs.get((namespace, run_name))
+    if run is None:
+        try:
+            run = as_dict(await reconciler.api.get(WorkflowRun, run_name, namespace=namespace))
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
+    problem = admission.validate_injection(dict(spec), run, namespace)
+    if problem:
+        raise kopf.AdmissionError(problem, code=422)

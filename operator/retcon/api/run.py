@@ -167,3 +167,7 @@ class WorkflowRunStatus(StatusModel):
     audit: list[AuditEntry] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    last_intent: int = Field(default=0, description="The last intervention (by sequence) recorded in audit.")
+    released_at: datetime | None = Field(
+        default=None, description="PauseRequests created before this no longer hold the run (Release)."
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ from retcon.api.run import (
 )
 from retcon.api.stepresult import Outcome
 from retcon.api.workflow import RetryPolicy, StepType, WorkflowSpec
-from retcon.engine import cel
+from retcon.engine import cel, interventions
 from retcon.engine.graph import dependents
 from retcon.engine.model import (
     CANCEL_ANNOTATION,
@@ -47,8 +47,10 @@ from retcon.engine.model import (
     NON_RETRYABLE_EXIT_CODE,
     PAUSE_ANNOTATION,
     RESULT_GRACE_SECONDS,
+    RESUME_FROM_ANNOTATION,
     Action,
     Decision,
+    InjectionResult,
     Observed,
     ObservedAttempt,
     RecordEvent,
@@ -59,6 +61,8 @@ from retcon.engine.model import (
 from retcon.engine.naming import input_name, job_name
 from retcon.engine.snapshot import build_definition, initial_steps
 from retcon.engine.validation import parse_duration
+from retcon.engine.work import Work as _Work
+from retcon.engine.work import step_output
 
 TRUE = "true"
 
@@ -111,26 +115,6 @@ def workflow_missing(run: RunView, workflow: str, now: datetime, problem: str | 
 # --- the main decision -----------------------------------------------------------------------------
 
 
-@dataclass
-class _Work:
-    """Mutable scratch state for one decision."""
-
-    run: RunView
-    observed: Observed
-    now: datetime
-    status: WorkflowRunStatus
-    definition: Definition
-    steps: dict[str, StepStatus]  # by name
-    defs: dict[str, DefinitionStep]  # by name
-    actions: list[Action] = field(default_factory=list)
-    wakeups: list[datetime] = field(default_factory=list)
-    #: Outputs kept by reference that this decision has just learnt, by step id.
-    fresh_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def event(self, kind: str, reason: str, message: str) -> None:
-        self.actions.append(RecordEvent("Warning" if kind == "Warning" else "Normal", reason, message))
-
-
 def decide(run: RunView, observed: Observed, now: datetime) -> Decision:
     """Everything the run should do next, given what the cluster shows."""
     status = run.status.model_copy(deep=True)
@@ -153,35 +137,85 @@ def decide(run: RunView, observed: Observed, now: datetime) -> Decision:
             work.steps[step.name] = new
     status.observed_generation = run.generation
 
+    interventions.record_intents(work)
+    holds, finalize = interventions.track_pause_requests(work)
     if status.phase is RunPhase.CANCELLED:
-        return Decision(status=status)
+        return Decision(status=status, pause_requests=tuple(holds), finalize_pause_requests=tuple(finalize))
     if run.annotations.get(CANCEL_ANNOTATION) == TRUE and not status.phase.terminal:
-        return _cancel(work)
+        cancelled = _cancel(work)
+        return replace(cancelled, pause_requests=tuple(holds), finalize_pause_requests=tuple(finalize))
 
     _fold_attempts(work)
     _fold_waiting(work)
+    consumed, set_annotations, injected, held = _intervene(work)
     _settle(work)
-    held = _held(run)
-    unavailable = _unavailable_outputs(work)
-    if unavailable:
-        lost = [name for name, gone in unavailable.items() if gone]
-        if lost:
-            for name in lost:
-                work.steps[
-                    name
-                ].message = (
-                    "its output (kept in a StepResult) is gone; inject it again or resume from this step"
-                )
-            work.event(
-                "Warning", "OutputLost", f"Output of step(s) {', '.join(lost)} is gone; no step can start"
-            )
-        else:
-            work.wakeups.append(now + timedelta(seconds=1))  # being loaded: look again shortly
+    unavailable = _check_outputs(work)
     if not held and not _has_failed(work) and not unavailable:
         while _start_ready(work):
             _settle(work)  # a Decision without work resolves at once and may unlock more
+    previous = status.phase
     _derive_phase(work, held)
-    return Decision(status=status, actions=tuple(work.actions), requeue_after=_requeue(work))
+    if (
+        status.phase is RunPhase.PAUSED
+        and status.pause_reason is PauseReason.INJECTION
+        and (previous is not RunPhase.PAUSED or run.status.pause_reason is not PauseReason.INJECTION)
+    ):
+        requested = next((e for e in reversed(status.audit) if e.type == "run.pause_requested"), None)
+        interventions.audit(
+            work,
+            "run.paused",
+            requested.actor if requested else "",
+            reason=requested.reason if requested else None,
+            details={"nextStepHint": status.next_step_hint or ""},
+        )
+    return Decision(
+        status=status,
+        actions=tuple(work.actions),
+        requeue_after=_requeue(work),
+        consumed_annotations=tuple(dict.fromkeys(consumed)),
+        set_annotations=set_annotations,
+        injections=tuple(injected),
+        pause_requests=tuple(holds),
+        finalize_pause_requests=tuple(finalize),
+    )
+
+
+def _intervene(work: _Work) -> tuple[list[str], dict[str, str], list[InjectionResult], bool]:
+    """Signals, injections and resume-from-step: (consumed annotations, annotations to set,
+    injection results, whether the run is held)."""
+    run = work.run
+    consumed = interventions.apply_signals(work)
+    annotated = run.annotations.get(PAUSE_ANNOTATION) == TRUE
+    injected, applied = interventions.apply_injections(work, annotated or bool(interventions.holding(work)))
+    set_annotations: dict[str, str] = {}
+    if applied:
+        actor = next(r.actor for r in reversed(injected) if r.phase == "Applied")
+        set_annotations, released = interventions.after_injection(work, actor)
+        consumed += released
+    held = (
+        (annotated and PAUSE_ANNOTATION not in consumed)
+        or bool(set_annotations)
+        or bool(interventions.holding(work))
+    )
+    resume_ref = run.annotations.get(RESUME_FROM_ANNOTATION)
+    if resume_ref and not held:
+        interventions.resume_from(work, resume_ref)
+        consumed.append(RESUME_FROM_ANNOTATION)
+    return consumed, set_annotations, injected, held
+
+
+def _check_outputs(work: _Work) -> dict[str, bool]:
+    """Outputs kept by reference that are not at hand; say which are gone for good."""
+    unavailable = _unavailable_outputs(work)
+    lost = [name for name, gone in unavailable.items() if gone]
+    for name in lost:
+        message = "its output (kept in a StepResult) is gone; inject it again or resume from this step"
+        work.steps[name].message = message
+    if lost:
+        work.event("Warning", "OutputLost", f"Output of step(s) {', '.join(lost)} is gone; no step can start")
+    elif unavailable:
+        work.wakeups.append(work.now + timedelta(seconds=1))  # being loaded: look again shortly
+    return unavailable
 
 
 def _unavailable_outputs(work: _Work) -> dict[str, bool]:
@@ -192,10 +226,6 @@ def _unavailable_outputs(work: _Work) -> dict[str, bool]:
         if step.phase is StepPhase.SUCCEEDED and by_reference and step_output(work, step) is None:
             missing[step.name] = step.id in work.observed.lost_outputs
     return missing
-
-
-def _held(run: RunView) -> bool:
-    return run.annotations.get(PAUSE_ANNOTATION) == TRUE or bool(run.pause_requests)
 
 
 def _has_failed(work: _Work) -> bool:
@@ -584,15 +614,6 @@ def _start_attempt(
 
 
 # --- what a step sees ------------------------------------------------------------------------------
-
-
-def step_output(work_or_steps: _Work, step: StepStatus) -> dict[str, Any] | None:
-    if step.output is not None:
-        return step.output
-    if step.output_ref is not None:
-        fresh = work_or_steps.fresh_outputs.get(step.id)
-        return fresh if fresh is not None else work_or_steps.observed.outputs.get(step.id)
-    return None
 
 
 def _condition_inputs(work: _Work) -> dict[str, Mapping[str, Any]]:

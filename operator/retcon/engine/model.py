@@ -18,6 +18,10 @@ from retcon.api.stepresult import StepResultSpec
 
 # Annotations a user sets on a run with plain kubectl.
 PAUSE_ANNOTATION = "retcon.dev/pause"
+#: Kept by the admission webhook: who asked for each intervention, from authentication.
+INTENTS_ANNOTATION = "retcon.dev/intents"
+#: `signal.retcon.dev/<step name>: <JSON object>` completes a Wait step with that data.
+SIGNAL_PREFIX = "signal.retcon.dev/"
 CANCEL_ANNOTATION = "retcon.dev/cancel"
 RESUME_FROM_ANNOTATION = "retcon.dev/resume-from-step"
 
@@ -34,6 +38,42 @@ LOST_JOB_GRACE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
+class Intent:
+    """One intervention on a run, recorded at admission with the authenticated actor."""
+
+    seq: int
+    type: str  # pause | resume | cancel | signal | add-step
+    actor: str
+    time: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InjectionRequest:
+    """An Injection object not yet Applied or Rejected."""
+
+    name: str
+    uid: str
+    step: str
+    output: Mapping[str, Any]
+    reason: str
+    actor: str
+    created: datetime
+
+
+@dataclass(frozen=True)
+class PauseHold:
+    """A PauseRequest naming the run; it holds while it exists (unless released)."""
+
+    name: str
+    uid: str
+    reason: str
+    actor: str
+    created: datetime
+    deleted_by: str | None = None  # set while its deletion waits on the operator
+
+
+@dataclass(frozen=True)
 class RunView:
     """The parts of a WorkflowRun the engine decides from."""
 
@@ -47,6 +87,12 @@ class RunView:
     annotations: Mapping[str, str] = field(default_factory=dict)
     #: Names of PauseRequest objects that currently hold this run.
     pause_requests: tuple[str, ...] = ()
+    #: Every PauseRequest naming the run, with who made it (and who deletes it).
+    holds: tuple[PauseHold, ...] = ()
+    intents: tuple[Intent, ...] = ()
+    injections: tuple[InjectionRequest, ...] = ()
+    #: The operator's own user name: its own annotation changes are not someone's intervention.
+    operator_user: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +148,24 @@ class RecordEvent:
     message: str
 
 
+@dataclass(frozen=True)
+class InjectionResult:
+    name: str
+    phase: Literal["Applied", "Rejected"]
+    message: str
+    step_id: str | None = None
+    step_name: str | None = None
+    previous_output: Mapping[str, Any] | None = None
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class PauseRequestResult:
+    name: str
+    phase: Literal["Holding", "Released"]
+    message: str
+
+
 Action = StartAttempt | StopAttempt | RecordEvent
 
 
@@ -113,6 +177,12 @@ class Decision:
     requeue_after: float | None = None
     #: Annotations consumed by this decision, to be removed from the run.
     consumed_annotations: tuple[str, ...] = ()
+    #: Annotations to set on the run (a hold after an injection into a failed run).
+    set_annotations: Mapping[str, str] = field(default_factory=dict)
+    injections: tuple[InjectionResult, ...] = ()
+    pause_requests: tuple[PauseRequestResult, ...] = ()
+    #: PauseRequests being deleted whose finalizer can go (their release is in the audit).
+    finalize_pause_requests: tuple[str, ...] = ()
 
     @property
     def starts(self) -> tuple[StartAttempt, ...]:

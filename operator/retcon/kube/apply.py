@@ -20,11 +20,19 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.types import CascadeType, PatchType
 
 from retcon.api.workflow import StepDefaults
-from retcon.engine.model import Decision, RecordEvent, StartAttempt, StopAttempt
+from retcon.engine.model import (
+    Decision,
+    InjectionResult,
+    PauseRequestResult,
+    RecordEvent,
+    StartAttempt,
+    StopAttempt,
+)
+from retcon.kube.admission import CREATED_BY, RELEASE_FINALIZER
 from retcon.kube.config import OperatorConfig
 from retcon.kube.observe import Store
 from retcon.kube.render import render_event, render_input, render_job, render_step_rbac
-from retcon.kube.resources import WorkflowRun, as_dict
+from retcon.kube.resources import Injection, PauseRequest, WorkflowRun, as_dict
 
 log = logging.getLogger("retcon.kube")
 
@@ -136,8 +144,10 @@ async def apply_decision(
                 raise Gone(name) from error
             raise
         written = as_dict(updated)
-    if decision.consumed_annotations:
-        patch = {"metadata": {"annotations": dict.fromkeys(decision.consumed_annotations)}}
+    if decision.consumed_annotations or decision.set_annotations:
+        changes: dict[str, str | None] = dict.fromkeys(decision.consumed_annotations)
+        changes.update(decision.set_annotations)
+        patch = {"metadata": {"annotations": changes}}
         try:
             patched = await api.patch(
                 WorkflowRun, name, patch, namespace=namespace, patch_type=PatchType.MERGE
@@ -147,6 +157,11 @@ async def apply_decision(
             if error.status.code != 404:
                 raise
     moment = now or datetime.now(UTC)
+    await asyncio.gather(
+        *(_injection_status(api, store, namespace, result, moment) for result in decision.injections),
+        *(_pause_request_status(api, store, namespace, result) for result in decision.pause_requests),
+        *(release_pause_request(api, namespace, pr) for pr in decision.finalize_pause_requests),
+    )
     involved = {
         "apiVersion": run.get("apiVersion", "retcon.dev/v1alpha1"),
         "kind": "WorkflowRun",
@@ -167,3 +182,64 @@ async def apply_decision(
             )
         )
     return written
+
+
+async def _patch_status(
+    api: AsyncClient, kind: Any, namespace: str, name: str, status: dict[str, Any]
+) -> None:
+    try:
+        await api.patch(
+            kind.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+        )
+    except ApiError as error:
+        if error.status.code != 404:  # deleted meanwhile: nothing to report on
+            raise
+
+
+async def _injection_status(
+    api: AsyncClient, store: Store, namespace: str, result: InjectionResult, now: datetime
+) -> None:
+    current = (store.injections.get((namespace, result.name)) or {}).get("status") or {}
+    if current.get("phase") == result.phase:
+        return
+    status: dict[str, Any] = {"phase": result.phase, "message": result.message}
+    if result.phase == "Applied":
+        status.update(
+            stepId=result.step_id,
+            stepName=result.step_name,
+            previousOutput=dict(result.previous_output) if result.previous_output is not None else None,
+            appliedAt=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            appliedBy=result.actor,
+        )
+    await _patch_status(api, Injection, namespace, result.name, status)
+
+
+async def _pause_request_status(
+    api: AsyncClient, store: Store, namespace: str, result: PauseRequestResult
+) -> None:
+    obj = store.pause_requests.get((namespace, result.name)) or {}
+    current = obj.get("status") or {}
+    if current.get("phase") == result.phase and current.get("message") == result.message:
+        return
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    status = {"phase": result.phase, "message": result.message, "requestedBy": annotations.get(CREATED_BY)}
+    await _patch_status(api, PauseRequest, namespace, result.name, status)
+
+
+async def release_pause_request(api: AsyncClient, namespace: str, name: str) -> None:
+    """Let a deleted PauseRequest go, once its release is in the run's audit trail."""
+    try:
+        current = as_dict(await api.get(PauseRequest, name, namespace=namespace))
+    except ApiError as error:
+        if error.status.code == 404:
+            return
+        raise
+    finalizers = [f for f in current["metadata"].get("finalizers") or [] if f != RELEASE_FINALIZER]
+    patch = {
+        "metadata": {"finalizers": finalizers, "resourceVersion": current["metadata"]["resourceVersion"]}
+    }
+    try:
+        await api.patch(PauseRequest, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+    except ApiError as error:
+        if error.status.code not in (404, 409):  # gone, or changed: the next event brings it back
+            raise

@@ -11,14 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from retcon.api.run import StepPhase, WorkflowRunStatus
 from retcon.api.stepresult import StepResultSpec
-from retcon.engine.model import Observed, ObservedAttempt, RunView
+from retcon.engine.model import InjectionRequest, Intent, Observed, ObservedAttempt, PauseHold, RunView
+from retcon.kube.admission import CREATED_BY, DELETED_BY, read_intents
 from retcon.kube.resources import MAIN_CONTAINER
 
 Key = tuple[str, str]  # (namespace, name)
@@ -57,6 +58,9 @@ class Store:
     pods: dict[Key, dict[str, Any]] = field(default_factory=dict)  # latest pod by (namespace, job name)
     results: dict[Key, dict[str, Any]] = field(default_factory=dict)
     pause_requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    injections: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    #: Who the operator is (from a SelfSubjectReview): its own changes are not interventions.
+    operator_user: str = ""
     #: Job names whose creation the API refused, with why (the attempt then fails).
     creation_errors: dict[Key, str] = field(default_factory=dict)
     #: Jobs a live GET found missing (the watch cache alone is not trusted for that).
@@ -133,6 +137,15 @@ class Store:
         run = obj.get("spec", {}).get("runName")
         return (key[0], str(run)) if run else None
 
+    def put_injection(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
+        key = key_of(obj)
+        if deleted:
+            self.injections.pop(key, None)
+        else:
+            self.injections[key] = obj
+        run = obj.get("spec", {}).get("runName")
+        return (key[0], str(run)) if run else None
+
 
 def _run_from_job_name(store: Store, namespace: str, job: str) -> str | None:
     """A pod may arrive before its Job: find the run whose status names that Job."""
@@ -146,19 +159,82 @@ def _run_from_job_name(store: Store, namespace: str, job: str) -> str | None:
     return None
 
 
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def _created(obj: Mapping[str, Any]) -> datetime:
+    return _parse_time(obj["metadata"].get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
+
+
+def _holds(store: Store, namespace: str, name: str) -> tuple[PauseHold, ...]:
+    holds = []
+    for (ns, _), request in sorted(store.pause_requests.items()):
+        if ns != namespace or request.get("spec", {}).get("runName") != name:
+            continue
+        annotations = _annotations(request)
+        deleting = bool(request["metadata"].get("deletionTimestamp"))
+        holds.append(
+            PauseHold(
+                name=request["metadata"]["name"],
+                uid=request["metadata"].get("uid", ""),
+                reason=str(request.get("spec", {}).get("reason", "")),
+                actor=annotations.get(CREATED_BY, "unknown"),
+                created=_created(request),
+                deleted_by=(annotations.get(DELETED_BY) or "unknown") if deleting else None,
+            )
+        )
+    return tuple(holds)
+
+
+def _injections(store: Store, namespace: str, name: str) -> tuple[InjectionRequest, ...]:
+    pending = []
+    for (ns, _), injection in store.injections.items():
+        if ns != namespace or injection.get("spec", {}).get("runName") != name:
+            continue
+        if (injection.get("status") or {}).get("phase") in ("Applied", "Rejected"):
+            continue
+        if injection["metadata"].get("deletionTimestamp"):
+            continue
+        spec = injection.get("spec") or {}
+        pending.append(
+            InjectionRequest(
+                name=injection["metadata"]["name"],
+                uid=injection["metadata"].get("uid", ""),
+                step=str(spec.get("step", "")),
+                output=output if isinstance(output := spec.get("output"), dict) else {},
+                reason=str(spec.get("reason", "")),
+                actor=_annotations(injection).get(CREATED_BY, "unknown"),
+                created=_created(injection),
+            )
+        )
+    return tuple(pending)
+
+
+def _intents(annotations: Mapping[str, str]) -> tuple[Intent, ...]:
+    intents = []
+    for item in read_intents(annotations):
+        try:
+            intents.append(
+                Intent(
+                    seq=int(item["seq"]),
+                    type=str(item["type"]),
+                    actor=str(item.get("actor", "unknown")),
+                    time=_parse_time(item.get("time")) or datetime.fromtimestamp(0, UTC),
+                    data=item.get("data") or {},
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(intents)
+
+
 def run_view(obj: Mapping[str, Any], store: Store) -> RunView:
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
     namespace, name = meta.get("namespace", ""), meta["name"]
-    holding = tuple(
-        sorted(
-            request["metadata"]["name"]
-            for (ns, _), request in store.pause_requests.items()
-            if ns == namespace
-            and request.get("spec", {}).get("runName") == name
-            and not request["metadata"].get("deletionTimestamp")
-        )
-    )
+    holds = _holds(store, namespace, name)
+    holding = tuple(hold.name for hold in holds if hold.deleted_by is None)
     return RunView(
         name=name,
         namespace=namespace,
@@ -169,6 +245,10 @@ def run_view(obj: Mapping[str, Any], store: Store) -> RunView:
         status=WorkflowRunStatus.model_validate(obj.get("status") or {}),
         annotations=dict(meta.get("annotations") or {}),
         pause_requests=holding,
+        holds=holds,
+        intents=_intents(meta.get("annotations") or {}),
+        injections=_injections(store, namespace, name),
+        operator_user=store.operator_user,
     )
 
 
@@ -244,6 +324,12 @@ def observe(store: Store, view: RunView) -> Observed:
             if last.job and last.phase is StepPhase.RUNNING:
                 attempts[last.job] = observe_attempt(store, view.namespace, last.job)
         ref = step.output_ref
+        if ref is not None and ref.kind == "Injection":
+            injection = store.injections.get((view.namespace, ref.name))
+            if injection is not None:
+                outputs[step.id] = (injection.get("spec") or {}).get("output") or {}
+            else:
+                lost.add(step.id)
         if ref is not None and ref.kind == "StepResult":
             result = store.results.get((view.namespace, ref.name))
             if result is not None:

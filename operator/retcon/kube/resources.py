@@ -30,3 +30,13 @@ REPORTER_DIR = "/var/run/retcon/reporter"
 def as_dict(obj: Any) -> dict[str, Any]:
     """A lightkube object as the plain dict the rest of the operator works with."""
     return cast(dict[str, Any], obj.to_dict())
+
+
+async def whoami(api: Any) -> str:
+    """The authenticated user name of this client, as the API server sees it."""
+    from lightkube.resources.authentication_v1 import SelfSubjectReview  # noqa: PLC0415 - once, at start
+
+    review = await api.create(
+        SelfSubjectReview.from_dict({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    )
+    return str(review.status.userInfo.username)
