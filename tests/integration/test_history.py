@@ -3,6 +3,7 @@ trail whose actors are the authenticated users who asked, through kubectl alone.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ def order_workflow(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "steps": [
-                sh("fetch-order", "echo '{\"orderId\": \"123\"}' > $RETCON_OUTPUT"),
-                sh("validate-payment", "echo '{\"valid\": true, \"amount\": 99}' > $RETCON_OUTPUT"),
+                sh("fetch-order", 'echo \'{"orderId": "123"}\' > $RETCON_OUTPUT'),
+                sh("validate-payment", 'echo \'{"valid": true, "amount": 99}\' > $RETCON_OUTPUT'),
                 sh("settle", "sleep 3; echo '{\"settled\": true}' > $RETCON_OUTPUT"),
                 sh("send-notification", ECHO_STATE),
             ],
@@ -59,7 +60,9 @@ def get(cluster: ClusterHandle, namespace: str, run: str) -> dict[str, Any]:
     return dict(cluster.get_json("workflowrun", run, "-n", namespace))
 
 
-def until(cluster: ClusterHandle, namespace: str, run: str, what: str, check: Any, timeout: float = 60) -> dict[str, Any]:
+def until(
+    cluster: ClusterHandle, namespace: str, run: str, what: str, check: Any, timeout: float = 60
+) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         obj = get(cluster, namespace, run)
         return obj if check(obj) else None
@@ -101,10 +104,24 @@ def test_the_walkthrough_pause_inspect_inject_resume_with_kubectl(
     cluster: ClusterHandle, namespace: str, people: dict[str, Path]
 ) -> None:
     start(cluster, namespace, order_workflow("orders"), "run-abc123")
-    until(cluster, namespace, "run-abc123", "settle to run", lambda o: (o.get("status") or {}).get("currentStep") == "settle")
+    until(
+        cluster,
+        namespace,
+        "run-abc123",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
 
     # 1. alice pauses the running run at the next step boundary.
-    cluster.kubectl("annotate", "workflowrun", "run-abc123", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"])
+    cluster.kubectl(
+        "annotate",
+        "workflowrun",
+        "run-abc123",
+        "retcon.dev/pause=true",
+        "-n",
+        namespace,
+        as_user=people["alice"],
+    )
     pausing = get(cluster, namespace, "run-abc123")
     assert pausing["status"]["phase"] in ("Pausing", "Running")  # settle is still running
     paused = until(cluster, namespace, "run-abc123", "the run to pause", phase_is("Paused"))
@@ -114,7 +131,16 @@ def test_the_walkthrough_pause_inspect_inject_resume_with_kubectl(
     assert steps(paused)["settle"]["phase"] == "Succeeded"
     assert steps(paused)["send-notification"]["phase"] == "Pending"
     # Pausing again changes nothing (idempotent).
-    cluster.kubectl("annotate", "--overwrite", "workflowrun", "run-abc123", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"])
+    cluster.kubectl(
+        "annotate",
+        "--overwrite",
+        "workflowrun",
+        "run-abc123",
+        "retcon.dev/pause=true",
+        "-n",
+        namespace,
+        as_user=people["alice"],
+    )
 
     # 3. bob replaces validate-payment's output, with a reason.
     cluster.kubectl(
@@ -124,8 +150,11 @@ def test_the_walkthrough_pause_inspect_inject_resume_with_kubectl(
     )  # fmt: skip
     applied = wait_for(
         "the injection to apply",
-        lambda: (i := cluster.get_json("injection", "fix-amount", "-n", namespace)).get("status", {}).get("phase")
-        in ("Applied", "Rejected") and i,
+        lambda: (
+            (i := cluster.get_json("injection", "fix-amount", "-n", namespace)).get("status", {}).get("phase")
+            in ("Applied", "Rejected")
+            and i
+        ),
     )
     assert applied["status"]["phase"] == "Applied", applied["status"]
     assert applied["status"]["previousOutput"] == {"valid": True, "amount": 99}
@@ -140,7 +169,9 @@ def test_the_walkthrough_pause_inspect_inject_resume_with_kubectl(
                                                "Corrected amount for partial refund test")))  # fmt: skip
 
     # 4. alice resumes; the downstream step sees the injected data.
-    cluster.kubectl("annotate", "workflowrun", "run-abc123", "retcon.dev/pause-", "-n", namespace, as_user=people["alice"])
+    cluster.kubectl(
+        "annotate", "workflowrun", "run-abc123", "retcon.dev/pause-", "-n", namespace, as_user=people["alice"]
+    )
     done = until(cluster, namespace, "run-abc123", "the run to finish", phase_is("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded", done["status"].get("message")
     notification = steps(done)["send-notification"]
@@ -163,14 +194,27 @@ def test_the_walkthrough_pause_inspect_inject_resume_with_kubectl(
     assert injected["previousOutput"] == {"valid": True, "amount": 99}
     assert injected["newOutput"] == {"valid": True, "amount": 50}
     assert injected["reason"] == "Corrected amount for partial refund test"
-    reasons = {e["reason"] for e in cluster.get_json("events", "-n", namespace, "--field-selector", "involvedObject.name=run-abc123")["items"]}
+    reasons = {
+        e["reason"]
+        for e in cluster.get_json(
+            "events", "-n", namespace, "--field-selector", "involvedObject.name=run-abc123"
+        )["items"]
+    }
     assert "StepInjected" in reasons
 
 
 def test_a_forged_actor_is_ignored(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
     start(cluster, namespace, order_workflow("orders"), "r")
-    until(cluster, namespace, "r", "settle to run", lambda o: (o.get("status") or {}).get("currentStep") == "settle")
-    forged = json.dumps([{"seq": 1, "type": "pause", "actor": "the-ceo", "time": "2026-01-01T00:00:00Z", "data": {}}])
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
+    forged = json.dumps(
+        [{"seq": 1, "type": "pause", "actor": "the-ceo", "time": "2026-01-01T00:00:00Z", "data": {}}]
+    )
     cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause=true", f"retcon.dev/intents={forged}",
                     "-n", namespace, as_user=people["alice"])  # fmt: skip
     paused = until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
@@ -179,12 +223,20 @@ def test_a_forged_actor_is_ignored(cluster: ClusterHandle, namespace: str, peopl
     bad = injection("forged", "r", "fetch-order", {"x": 1}, "trust me")
     bad["metadata"]["annotations"] = {"retcon.dev/created-by": "the-ceo"}
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad), as_user=people["bob"])
-    applied = wait_for("the injection", lambda: (i := cluster.get_json("injection", "forged", "-n", namespace)).get("status", {}).get("phase") and i)
+    applied = wait_for(
+        "the injection",
+        lambda: (
+            (i := cluster.get_json("injection", "forged", "-n", namespace)).get("status", {}).get("phase")
+            and i
+        ),
+    )
     assert applied["status"]["appliedBy"] == "bob"
     assert applied["metadata"]["annotations"]["retcon.dev/created-by"] == "bob"
 
 
-def test_a_user_without_the_intervene_role_cannot_inject(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
+def test_a_user_without_the_intervene_role_cannot_inject(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
     start(cluster, namespace, order_workflow("orders"), "r")
     refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", as_user=people["carol"], check=False,
                               input=json.dumps(injection("nope", "r", "fetch-order", {"x": 1}, "no")))  # fmt: skip
@@ -193,7 +245,9 @@ def test_a_user_without_the_intervene_role_cannot_inject(cluster: ClusterHandle,
     assert 'cannot create resource "injections"' in refused.stderr
 
 
-def test_injecting_into_a_failed_step_recovers_the_run(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
+def test_injecting_into_a_failed_step_recovers_the_run(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
     workflow = {
         "apiVersion": "retcon.dev/v1alpha1",
         "kind": "Workflow",
@@ -201,7 +255,10 @@ def test_injecting_into_a_failed_step_recovers_the_run(cluster: ClusterHandle, n
         "spec": {
             "steps": [
                 sh("call-api", "echo 'upstream timed out' > /dev/termination-log; exit 3"),
-                sh("use-it", "python3 -c \"import json,os; d=json.load(open(os.environ['RETCON_INPUT'])); json.dump({'got': d['state']['recovered']}, open(os.environ['RETCON_OUTPUT'], 'w'))\""),
+                sh(
+                    "use-it",
+                    "python3 -c \"import json,os; d=json.load(open(os.environ['RETCON_INPUT'])); json.dump({'got': d['state']['recovered']}, open(os.environ['RETCON_OUTPUT'], 'w'))\"",
+                ),
             ]
         },
     }
@@ -218,16 +275,28 @@ def test_injecting_into_a_failed_step_recovers_the_run(cluster: ClusterHandle, n
     injected = next(e for e in held["status"]["audit"] if e["type"] == "step.injected")
     assert injected["details"]["recoveredFailure"] is True
     assert "previousOutput" not in injected  # a failed step had no output
-    cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause-", "-n", namespace, as_user=people["alice"])
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause-", "-n", namespace, as_user=people["alice"]
+    )
     done = until(cluster, namespace, "r", "the run to finish", phase_is("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded", done["status"].get("message")
     assert steps(done)["use-it"]["output"] == {"got": True}
 
 
-def test_release_resumes_by_itself_after_an_injection(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
+def test_release_resumes_by_itself_after_an_injection(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
     start(cluster, namespace, order_workflow("orders", pauseBehavior="Release"), "r")
-    until(cluster, namespace, "r", "settle to run", lambda o: (o.get("status") or {}).get("currentStep") == "settle")
-    cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"])
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
+    )
     until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", as_user=people["bob"],
                     input=json.dumps(injection("fix", "r", "validate-payment", {"valid": True, "amount": 7}, "quick fix")))  # fmt: skip
@@ -245,28 +314,56 @@ def test_an_injection_into_a_step_without_output_is_refused_with_a_reason(
     cluster: ClusterHandle, namespace: str, people: dict[str, Path], step: str, phase_words: str
 ) -> None:
     start(cluster, namespace, order_workflow("orders"), "r")
-    until(cluster, namespace, "r", "settle to run", lambda o: (o.get("status") or {}).get("currentStep") == "settle")
-    cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"])
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
+    )
     until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", as_user=people["bob"], check=False,
                              input=json.dumps(injection("bad", "r", step, {"x": 1}, "why not")))  # fmt: skip
     if result.returncode != 0:  # refused at apply time
         assert phase_words in result.stderr
         return
-    rejected = wait_for("the rejection", lambda: (i := cluster.get_json("injection", "bad", "-n", namespace)).get("status", {}).get("phase") and i)
+    rejected = wait_for(
+        "the rejection",
+        lambda: (
+            (i := cluster.get_json("injection", "bad", "-n", namespace)).get("status", {}).get("phase") and i
+        ),
+    )
     assert rejected["status"]["phase"] == "Rejected"
     assert phase_words in rejected["status"]["message"]
     assert steps(get(cluster, namespace, "r"))["send-notification"]["phase"] == "Pending"
 
 
-def test_a_pause_request_holds_the_run_while_it_exists(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
+def test_a_pause_request_holds_the_run_while_it_exists(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
     start(cluster, namespace, order_workflow("orders"), "r")
-    until(cluster, namespace, "r", "settle to run", lambda o: (o.get("status") or {}).get("currentStep") == "settle")
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
     hold = {"apiVersion": "retcon.dev/v1alpha1", "kind": "PauseRequest", "metadata": {"name": "freeze"},
             "spec": {"runName": "r", "reason": "change freeze"}}  # fmt: skip
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hold), as_user=people["alice"])
     until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
-    request = wait_for("its status", lambda: (p := cluster.get_json("pauserequest", "freeze", "-n", namespace)).get("status", {}).get("phase") == "Holding" and p)
+    request = wait_for(
+        "its status",
+        lambda: (
+            (p := cluster.get_json("pauserequest", "freeze", "-n", namespace)).get("status", {}).get("phase")
+            == "Holding"
+            and p
+        ),
+    )
     assert request["status"]["requestedBy"] == "alice"
     cluster.kubectl("delete", "pauserequest", "freeze", "-n", namespace, as_user=people["bob"])
     done = until(cluster, namespace, "r", "the run to finish", phase_is("Succeeded", "Failed"))
@@ -277,10 +374,20 @@ def test_a_pause_request_holds_the_run_while_it_exists(cluster: ClusterHandle, n
     assert cluster.kubectl("get", "pauserequest", "freeze", "-n", namespace, check=False).returncode != 0
 
 
-def test_resume_from_a_step_reruns_it_and_everything_downstream(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
+def test_resume_from_a_step_reruns_it_and_everything_downstream(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
     start(cluster, namespace, order_workflow("orders"), "r")
-    until(cluster, namespace, "r", "settle to run", lambda o: (o.get("status") or {}).get("currentStep") == "settle")
-    cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"])
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
+    )
     until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
     cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause-", "retcon.dev/resume-from-step=validate-payment",
                     "-n", namespace, as_user=people["alice"])  # fmt: skip
@@ -297,7 +404,9 @@ def test_resume_from_a_step_reruns_it_and_everything_downstream(cluster: Cluster
     assert "retcon.dev/resume-from-step" not in done["metadata"].get("annotations", {})
 
 
-def test_mistyped_annotations_are_refused_and_change_nothing(cluster: ClusterHandle, namespace: str, people: dict[str, Path]) -> None:
+def test_mistyped_annotations_are_refused_and_change_nothing(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
     start(cluster, namespace, order_workflow("orders"), "r")
     until(cluster, namespace, "r", "the snapshot", lambda o: (o.get("status") or {}).get("definition"))
     for annotation, words in (
@@ -305,8 +414,125 @@ def test_mistyped_annotations_are_refused_and_change_nothing(cluster: ClusterHan
         ("retcon.dev/resume-from-step=nope", "has no step 'nope'"),
         ("signal.retcon.dev/settle={not json", "not JSON"),
     ):
-        result = cluster.kubectl("annotate", "workflowrun", "r", annotation, "-n", namespace, as_user=people["alice"], check=False)
+        result = cluster.kubectl(
+            "annotate", "workflowrun", "r", annotation, "-n", namespace, as_user=people["alice"], check=False
+        )
         assert result.returncode != 0
         assert words in result.stderr
     annotations = get(cluster, namespace, "r")["metadata"].get("annotations", {})
-    assert not any(key.startswith(("retcon.dev/pause", "retcon.dev/resume", "signal.")) for key in annotations)
+    assert not any(
+        key.startswith(("retcon.dev/pause", "retcon.dev/resume", "signal.")) for key in annotations
+    )
+
+
+def sleepy_workflow(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "retcon.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {
+            "steps": [
+                sh("before", "echo '{\"n\": 1}' > $RETCON_OUTPUT"),
+                {"name": "nap", "type": "Sleep", "duration": "4s"},
+                {"name": "approval", "type": "Wait", "timeoutSeconds": 120},
+                sh("after", "cat $RETCON_INPUT > /dev/null; echo '{\"done\": true}' > $RETCON_OUTPUT"),
+            ]
+        },
+    }
+
+
+def test_sleep_and_wait_steps_pause_the_run_and_a_signal_completes_the_wait(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
+    start(cluster, namespace, sleepy_workflow("sleepy"), "r")
+    sleeping = until(cluster, namespace, "r", "the sleep", phase_is("Paused"))
+    assert (sleeping["status"]["pauseReason"], sleeping["status"]["nextStepHint"]) == ("sleep", "nap")
+    waiting = until(
+        cluster, namespace, "r", "the wait", lambda o: (o.get("status") or {}).get("pauseReason") == "wait"
+    )
+    assert steps(waiting)["nap"]["output"] == {"sleptSeconds": 4.0}
+    assert steps(waiting)["approval"]["phase"] == "Waiting"
+    cluster.kubectl("annotate", "workflowrun", "r", 'signal.retcon.dev/approval={"approved": true, "by": "risk"}',
+                    "-n", namespace, as_user=people["carol"])  # fmt: skip
+    done = until(cluster, namespace, "r", "the run to finish", phase_is("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded"
+    assert steps(done)["approval"]["output"] == {"approved": True, "by": "risk"}
+    signalled = next(e for e in done["status"]["audit"] if e["type"] == "step.signalled")
+    assert (signalled["actor"], signalled["stepName"]) == ("carol", "approval")
+    assert not any(k.startswith("signal.") for k in done["metadata"].get("annotations", {}))
+
+
+def test_pausing_a_sleeping_run_keeps_it_held_after_the_sleep(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
+    start(cluster, namespace, sleepy_workflow("sleepy"), "r")
+    until(
+        cluster, namespace, "r", "the sleep", lambda o: (o.get("status") or {}).get("pauseReason") == "sleep"
+    )
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
+    )
+    upgraded = until(
+        cluster,
+        namespace,
+        "r",
+        "the reason to change",
+        lambda o: o["status"].get("pauseReason") == "injection",
+    )
+    assert upgraded["status"]["phase"] == "Paused"
+    # The sleep ends, but the run stays held: the Wait step does not start.
+    slept = until(
+        cluster,
+        namespace,
+        "r",
+        "the sleep to end",
+        lambda o: steps(o)["nap"]["phase"] == "Succeeded",
+        timeout=30,
+    )
+    assert slept["status"]["phase"] == "Paused"
+    assert slept["status"]["pauseReason"] == "injection"
+    assert steps(slept)["approval"]["phase"] == "Pending"
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause-", "-n", namespace, as_user=people["alice"]
+    )
+    until(cluster, namespace, "r", "the wait", lambda o: (o.get("status") or {}).get("pauseReason") == "wait")
+
+
+def test_racing_injections_and_progress_never_lose_an_update(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path]
+) -> None:
+    start(cluster, namespace, order_workflow("orders"), "r")
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
+    )
+    # Five injections into one step, applied at once while the run is still finishing its step.
+    documents = [
+        injection(f"race-{i}", "r", "validate-payment", {"valid": True, "amount": i}, f"race {i}")
+        for i in range(5)
+    ]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", as_user=people["bob"],
+                    input="\n---\n".join(json.dumps(d) for d in documents))  # fmt: skip
+
+    def all_applied() -> list[dict[str, Any]] | None:
+        items = [cluster.get_json("injection", f"race-{i}", "-n", namespace) for i in range(5)]
+        return items if all((i.get("status") or {}).get("phase") == "Applied" for i in items) else None
+
+    applied = wait_for("every injection to apply", all_applied, timeout=60)
+    run = until(cluster, namespace, "r", "the pause", phase_is("Paused"))
+    entries = [e for e in run["status"]["audit"] if e["type"] == "step.injected"]
+    assert len(entries) == 5
+    # Applied one after another: each saw the previous one's output, and the audit agrees with the step.
+    chain = [entries[0]["previousOutput"]["amount"]] + [e["newOutput"]["amount"] for e in entries]
+    assert chain[0] == 99
+    for earlier, later in itertools.pairwise(entries):
+        assert later["previousOutput"] == earlier["newOutput"]
+    assert steps(run)["validate-payment"]["output"] == entries[-1]["newOutput"]
+    by_name = {i["metadata"]["name"]: i["status"]["previousOutput"] for i in applied}
+    assert sorted(p["amount"] for p in by_name.values()) == sorted(chain[:-1])
