@@ -37,7 +37,7 @@ from retcon.api.run import (
 )
 from retcon.api.stepresult import Outcome
 from retcon.api.workflow import RetryPolicy, StepType, WorkflowSpec
-from retcon.engine import cel, interventions
+from retcon.engine import cel, dynamic, interventions
 from retcon.engine.graph import dependents
 from retcon.engine.model import (
     CANCEL_ANNOTATION,
@@ -185,6 +185,8 @@ def _intervene(work: _Work) -> tuple[list[str], dict[str, str], list[InjectionRe
     injection results, whether the run is held)."""
     run = work.run
     consumed = interventions.apply_signals(work)
+    if dynamic.add_step(work, run.annotations):
+        consumed.append(dynamic.ADD_STEP_ANNOTATION)
     annotated = run.annotations.get(PAUSE_ANNOTATION) == TRUE
     injected, applied = interventions.apply_injections(work, annotated or bool(interventions.holding(work)))
     set_annotations: dict[str, str] = {}
@@ -356,7 +358,7 @@ def _classify(
 
 
 def _fold_attempts(work: _Work) -> None:
-    for step in work.steps.values():
+    for step in list(work.steps.values()):
         if step.phase is not StepPhase.RUNNING or not step.attempts:
             continue
         attempt = step.attempts[-1]
@@ -432,6 +434,8 @@ def _succeed(
         "StepSucceeded",
         f"Step {step.name} succeeded" + (f", route {step.route}" if step.route else ""),
     )
+    if definition.dynamic_injection:
+        dynamic.evaluate_rules(work, step, _condition_inputs(work))
 
 
 def _route(work: _Work, step: StepStatus, definition: DefinitionStep) -> None:
@@ -459,7 +463,7 @@ def _route(work: _Work, step: StepStatus, definition: DefinitionStep) -> None:
 
 
 def _fold_waiting(work: _Work) -> None:
-    for step in work.steps.values():
+    for step in list(work.steps.values()):
         if step.phase is not StepPhase.WAITING:
             continue
         if step.wake_at is not None:
@@ -545,7 +549,12 @@ def _ready(work: _Work) -> list[DefinitionStep]:
 def _start_ready(work: _Work) -> bool:
     """Start every ready step whose time has come. True if a step finished at once."""
     resolved_now = False
+    if work.inserted_now:
+        # The new structure must be written before any inserted step starts: look again at once.
+        work.wakeups.append(work.now)
     for definition in _ready(work):
+        if definition.name in work.inserted_now:
+            continue
         step = work.steps[definition.name]
         pending = (
             step.attempts[-1] if step.attempts and step.attempts[-1].phase is StepPhase.PENDING else None

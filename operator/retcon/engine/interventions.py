@@ -131,11 +131,14 @@ def record_intents(work: Work) -> None:
 def holding(work: Work) -> list[str]:
     """PauseRequests that hold the run now: existing, not being deleted, not released."""
     released = work.status.released_at
-    return [
+    known = {hold.name for hold in work.run.holds}
+    names = [
         hold.name
         for hold in work.run.holds
         if hold.deleted_by is None and (released is None or hold.created > released)
     ]
+    # Names given without details (no creation time to compare with a release) hold as they are.
+    return names + [name for name in work.run.pause_requests if name not in known]
 
 
 def track_pause_requests(work: Work) -> tuple[list[PauseRequestResult], list[str]]:

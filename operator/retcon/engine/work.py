@@ -25,6 +25,8 @@ class Work:
     wakeups: list[datetime] = field(default_factory=list)
     #: Outputs kept by reference that this decision has just learnt, by step id.
     fresh_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Steps inserted by this decision: they start only once the new structure is written.
+    inserted_now: set[str] = field(default_factory=set)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.actions.append(RecordEvent("Warning" if kind == "Warning" else "Normal", reason, message))

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from retcon.api.run import Definition
+from retcon.api.workflow import StepTemplate
 from retcon.engine.model import (
     CANCEL_ANNOTATION,
     INTENTS_ANNOTATION,
@@ -25,6 +27,7 @@ from retcon.engine.model import (
     RESUME_FROM_ANNOTATION,
     SIGNAL_PREFIX,
 )
+from retcon.engine.validation import format_problems, validate_run_insertion
 
 CREATED_BY = "retcon.dev/created-by"
 DELETED_BY = "retcon.dev/deleted-by"
@@ -142,7 +145,34 @@ def validate_run_annotations(old: Mapping[str, Any] | None, new: Mapping[str, An
         if definition and definition[step].get("type") != "Wait":
             kind = definition[step].get("type", "Standard")
             return f"step {step} of run {name} is a {kind} step; only Wait steps take a signal"
+    added = after.get(ADD_STEP_ANNOTATION)
+    if added and added != before.get(ADD_STEP_ANNOTATION):
+        return validate_add_step(new, added)
     return None
+
+
+def validate_add_step(run: Mapping[str, Any], raw: str) -> str | None:
+    """Refuse, at annotate time, a step that could not be added to this run."""
+    status = run.get("status") or {}
+    name = run.get("metadata", {}).get("name", "")
+    try:
+        request = json.loads(raw)
+        after, template = str(request["after"]), StepTemplate.model_validate(request["step"])
+    except (ValueError, KeyError, TypeError) as error:
+        return f"{ADD_STEP_ANNOTATION} must be a JSON object with after, step and reason ({error})"
+    if not str(request.get("reason") or "").strip():
+        return f"{ADD_STEP_ANNOTATION}: give a reason for adding step {template.name}"
+    if status.get("phase") != "Paused":
+        phase = status.get("phase") or "not started"
+        return f"steps can be added only to a Paused run; run {name} is {phase}: pause it first"
+    definition = Definition.model_validate(status.get("definition") or {})
+    after = next((s.name for s in definition.steps if s.id == after), after)
+    problems = validate_run_insertion(definition.steps, definition.injection_points, after, [template])
+    return (
+        f"cannot add step {template.name} to run {name}: " + format_problems(problems).replace("\n", "; ")
+        if problems
+        else None
+    )
 
 
 def validate_injection(spec: Mapping[str, Any], run: Mapping[str, Any] | None, namespace: str) -> str | None:
