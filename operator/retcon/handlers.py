@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +26,7 @@ from retcon.engine.model import INTENTS_ANNOTATION
 from retcon.engine.validation import format_problems, validate_workflow
 from retcon.kube import admission, webhook
 from retcon.kube.config import OperatorConfig
+from retcon.kube.leader import LeaderElector
 from retcon.kube.observe import Store
 from retcon.kube.reconciler import EventSink, Reconciler
 from retcon.kube.resources import MANAGED_BY, MANAGER, PauseRequest, WorkflowRun, as_dict, whoami
@@ -63,6 +66,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(reconciler.run(), name="retcon-reconcile"),
         asyncio.create_task(events.run(), name="retcon-events"),
     ]
+    if config.leader_elect:
+        elector = LeaderElector(
+            api,
+            namespace=config.lease_namespace,
+            name=config.lease_name,
+            identity=f"{socket.gethostname()}-{os.getpid()}",
+            lease_seconds=config.lease_seconds,
+            renew_seconds=max(1.0, config.lease_seconds / 3),
+        )
+        elector.on_gain(reconciler.enqueue_all)
+        reconciler.leader = elector
+        memo["tasks"].append(asyncio.create_task(elector.run(), name="retcon-leader"))
     log.info("Retcon operator started as %s (runner image %s)", store.operator_user, config.runner_image)
 
 

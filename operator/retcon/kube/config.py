@@ -27,6 +27,11 @@ class OperatorConfig:
     #: Python executable in the step-runner image.
     python: str = "python"
     extra_labels: dict[str, str] = field(default_factory=dict)
+    #: With several replicas: only the holder of a Lease reconciles.
+    leader_elect: bool = False
+    lease_namespace: str = "default"
+    lease_name: str = "retcon-operator"
+    lease_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -38,4 +43,8 @@ class OperatorConfig:
             manage_step_rbac=env.get("RETCON_MANAGE_STEP_RBAC", "true").lower() in ("1", "true", "yes"),
             namespaces=_list(env.get("RETCON_NAMESPACES")),
             python=env.get("RETCON_RUNNER_PYTHON", defaults.python),
+            leader_elect=env.get("RETCON_LEADER_ELECT", "false").lower() in ("1", "true", "yes"),
+            lease_namespace=env.get("RETCON_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
+            lease_name=env.get("RETCON_LEASE_NAME", defaults.lease_name),
+            lease_seconds=float(env.get("RETCON_LEASE_SECONDS", defaults.lease_seconds)),
         )

@@ -29,6 +29,7 @@ from retcon.engine.validation import format_problems, validate_workflow
 from retcon.kube import metrics
 from retcon.kube.apply import Conflict, Gone, StepRbac, apply_decision
 from retcon.kube.config import OperatorConfig
+from retcon.kube.leader import LeaderElector
 from retcon.kube.observe import Key, Store, observe, run_view, unloaded_results, unseen_jobs
 from retcon.kube.resources import StepResult, Workflow, WorkflowRun, as_dict
 
@@ -118,6 +119,7 @@ class Reconciler:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._on_decision = on_decision
         self._active_runs: set[Key] = set()
+        self.leader: LeaderElector | None = None
         self.trace = metrics.TransitionTrace()
         self.reconciles = 0
         self.conflicts = 0
@@ -149,9 +151,22 @@ class Reconciler:
     async def run(self, workers: int = 8) -> None:
         await asyncio.gather(*(self._worker() for _ in range(workers)))
 
+    def enqueue_all(self) -> None:
+        """Reconcile every run known: on becoming the leader, nothing may be missed."""
+        for key in list(self.store.runs):
+            self.enqueue(key)
+
     async def _worker(self) -> None:
         while True:
+            if self.leader is not None:
+                await self.leader.leading.wait()
             key = await self._queue.get()
+            if self.leader is not None and not self.leader.leading.is_set():
+                self._queued.discard(key)
+                self._queue.task_done()
+                self.enqueue(key)  # kept for when this replica leads again
+                await self.leader.leading.wait()
+                continue
             self._queued.discard(key)
             self._active.add(key)
             try:
