@@ -1,7 +1,8 @@
 """`kubectl retcon` on the real control plane: start a run, watch the operator execute it, list
 and read it; a mistake or a missing permission is one line from the real API server's answer.
 
-History editing (pause, inject, resume) is covered once the operator supports it end to end.
+The reference walkthrough runs through the plugin and through the SDK: pause, paused state,
+inject (a completed step, then a failed one), resume and resume from a step, structure and path.
 """
 
 from __future__ import annotations
@@ -155,3 +156,107 @@ def test_it_runs_as_a_kubectl_plugin(cluster: ClusterHandle, namespace: str, tmp
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
     assert (done.returncode, done.stdout, done.stderr) == (0, "No runs found.\n", "")
+
+
+WALK = (
+    sh_step("fetch-order", 'echo \'{"orderId": "123"}\' > $RETCON_OUTPUT'),
+    sh_step("validate-payment", 'echo \'{"valid": true, "amount": 99}\' > $RETCON_OUTPUT'),
+    sh_step("settle", "sleep 2; echo '{}' > $RETCON_OUTPUT"),
+    sh_step(
+        "send-notification",
+        "python3 -c \"import json,os; d=json.load(open(os.environ['RETCON_INPUT']));"
+        " json.dump({'amount': d['state']['amount']}, open(os.environ['RETCON_OUTPUT'], 'w'))\"",
+    ),
+)
+
+
+def _wait_phase(client: Client, run: str, *phases: str, timeout: float = 60) -> Any:
+    from tests.support import wait_for  # noqa: PLC0415 - local to the walkthrough helpers
+
+    return wait_for(
+        f"{run} to be {phases}", lambda: (d := client.get_run(run)).phase in phases and d, timeout=timeout
+    )
+
+
+def test_the_walkthrough_through_the_plugin(
+    cluster: ClusterHandle, namespace: str, request: pytest.FixtureRequest
+) -> None:
+    alice = cluster.user("alice")
+    for role in ("retcon-run", "retcon-intervene", "retcon-view"):
+        cluster.kubectl(
+            "create", "rolebinding", f"alice-{role}", f"--clusterrole={role}", "--user=alice", "-n", namespace
+        )
+    cluster.apply(workflow("orders", *WALK), namespace)
+    assert kr(cluster, namespace, "start", "orders", "--name", "run-abc123", kubeconfig=alice).exit_code == 0
+    client = Client(namespace=namespace, kubeconfig=str(alice))
+    request.addfinalizer(client.close)
+    from tests.support import wait_for  # noqa: PLC0415
+
+    wait_for("settle to run", lambda: client.get_run("run-abc123").phase == "Running"
+             and any(s.name == "settle" and s.phase == "Running" for s in client.get_run("run-abc123").steps))  # fmt: skip
+    paused = kr(cluster, namespace, "run", "pause", "run-abc123", kubeconfig=alice)
+    assert paused.exit_code == 0, paused.output
+    assert paused.stdout.strip() == "Run run-abc123: pause_requested"
+    _wait_phase(client, "run-abc123", "Paused")
+    state = kr(cluster, namespace, "run", "paused-state", "run-abc123", "--json", kubeconfig=alice)
+    document = json.loads(state.stdout)
+    assert document["pause_reason"] == "injection"
+    assert document["next_step_hint"] == "send-notification"
+    assert document["steps"][1] == {"id": "step_002", "name": "validate-payment", "injected": False,
+                                    "output": {"valid": True, "amount": 99}}  # fmt: skip
+    injected = kr(cluster, namespace, "run", "inject", "run-abc123", "step_002", "--output",
+                  '{"valid": true, "amount": 50}', "--reason", "Corrected amount for partial refund test", kubeconfig=alice)  # fmt: skip
+    assert injected.exit_code == 0, injected.output
+    first, second = injected.stdout.splitlines()
+    assert first == "Injected step step_002"
+    assert second.startswith("Previous output: ")
+    assert json.loads(second.removeprefix("Previous output: ")) == {"valid": True, "amount": 99}
+    resumed = kr(cluster, namespace, "run", "resume", "run-abc123", kubeconfig=alice)
+    assert resumed.exit_code == 0, resumed.output
+    done = _wait_phase(client, "run-abc123", "Succeeded", "Failed")
+    assert done.phase == "Succeeded"
+    assert next(s for s in done.steps if s.name == "send-notification").output == {"amount": 50}
+    trail = json.loads(
+        kr(cluster, namespace, "audit", "trail", "run-abc123", "--type", "step.injected", "--json").stdout
+    )
+    assert [(e["type"], e["actor"], e["step_id"]) for e in trail] == [("step.injected", "alice", "step_002")]
+    path = json.loads(kr(cluster, namespace, "run", "path", "run-abc123", "--json").stdout)
+    assert [p["name"] for p in path["steps"]] == [
+        "fetch-order",
+        "validate-payment",
+        "settle",
+        "send-notification",
+    ]
+    # Bad input: one line, non-zero, nothing changes.
+    for args, words in (
+        (("run", "inject", "run-abc123", "step_002", "--output", "[1]", "--reason", "x"), "JSON object"),
+        (("run", "inject", "run-abc123", "step_009", "--output", "{}", "--reason", "x"), "cannot be edited"),
+        (("run", "resume", "no-such-run"), "no-such-run"),
+    ):
+        result = kr(cluster, namespace, *args, kubeconfig=alice)
+        assert result.exit_code == 1, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert words in result.stderr
+
+
+def test_the_sdk_recovers_a_failed_step_and_resumes_from_a_step(
+    cluster: ClusterHandle, namespace: str
+) -> None:
+    cluster.apply(
+        workflow("flaky", sh_step("call-api", "exit 3"),
+                 sh_step("use-it", "cat $RETCON_INPUT > /dev/null; echo '{\"used\": true}' > $RETCON_OUTPUT")),
+        namespace,
+    )  # fmt: skip
+    with Client(namespace=namespace, kubeconfig=str(cluster.kubeconfig)) as client:
+        client.start_run("flaky", {}, name="r")
+        _wait_phase(client, "r", "Failed")
+        previous = client.inject_step_output(
+            "r", "call-api", {"recovered": True}, "Recovered from external API timeout"
+        )
+        assert previous is None  # a failed step had no output
+        _wait_phase(client, "r", "Paused")  # Hold
+        client.resume_run("r")
+        done = _wait_phase(client, "r", "Succeeded", "Failed")
+        assert done.phase == "Succeeded"
+        audit = [e.type for e in client.audit_trail("r")]
+        assert audit[:2] == ["step.injected", "run.pause_requested"] or "step.injected" in audit

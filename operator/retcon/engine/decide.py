@@ -139,11 +139,17 @@ def decide(run: RunView, observed: Observed, now: datetime) -> Decision:
 
     interventions.record_intents(work)
     holds, finalize = interventions.track_pause_requests(work)
-    if status.phase is RunPhase.CANCELLED:
-        return Decision(status=status, pause_requests=tuple(holds), finalize_pause_requests=tuple(finalize))
-    if run.annotations.get(CANCEL_ANNOTATION) == TRUE and not status.phase.terminal:
-        cancelled = _cancel(work)
-        return replace(cancelled, pause_requests=tuple(holds), finalize_pause_requests=tuple(finalize))
+    if status.phase is RunPhase.CANCELLED or (
+        run.annotations.get(CANCEL_ANNOTATION) == TRUE and not status.phase.terminal
+    ):
+        refused = interventions.reject_all(work, "the run is cancelled: its history can no longer be edited")
+        done = Decision(status=status) if status.phase is RunPhase.CANCELLED else _cancel(work)
+        return replace(
+            done,
+            injections=tuple(refused),
+            pause_requests=tuple(holds),
+            finalize_pause_requests=tuple(finalize),
+        )
 
     _fold_attempts(work)
     _fold_waiting(work)
@@ -160,13 +166,9 @@ def decide(run: RunView, observed: Observed, now: datetime) -> Decision:
         and status.pause_reason is PauseReason.INJECTION
         and (previous is not RunPhase.PAUSED or run.status.pause_reason is not PauseReason.INJECTION)
     ):
-        requested = next((e for e in reversed(status.audit) if e.type == "run.pause_requested"), None)
+        actor, reason = interventions.pause_cause(work, set_annotations)
         interventions.audit(
-            work,
-            "run.paused",
-            requested.actor if requested else "",
-            reason=requested.reason if requested else None,
-            details={"nextStepHint": status.next_step_hint or ""},
+            work, "run.paused", actor, reason=reason, details={"nextStepHint": status.next_step_hint or ""}
         )
     return Decision(
         status=status,
@@ -684,6 +686,8 @@ def _derive_phase(work: _Work, held: bool) -> None:
         status.next_step_hint = None
         _set_condition(status, "Completed", "True", "Succeeded", "All steps finished", work.now)
     elif held:
+        if not failed:
+            status.message = None  # e.g. a failure an injection has just recovered
         status.phase = RunPhase.PAUSING if running else RunPhase.PAUSED
         status.pause_reason = PauseReason.INJECTION if status.phase is RunPhase.PAUSED else None
         status.next_step_hint = _next_hint(work)

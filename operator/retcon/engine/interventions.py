@@ -248,11 +248,12 @@ def apply_injections(work: Work, held_before: bool) -> tuple[list[InjectionResul
         if run_phase not in INJECTABLE_RUNS:
             if held_before and run_phase in (RunPhase.PAUSING, RunPhase.RUNNING, RunPhase.PENDING):
                 continue  # a pause is on its way: apply once the run is Paused
+            advice = "start a new run instead" if run_phase.terminal else "pause it first"
             results.append(
                 _reject(
                     request,
                     f"run {work.run.name} is {run_phase.value}: only a Paused or Failed run "
-                    f"can be injected into; pause it first",
+                    f"can be injected into; {advice}",
                 )
             )
             continue
@@ -315,6 +316,25 @@ def apply_injections(work: Work, held_before: bool) -> tuple[list[InjectionResul
         )
         applied_any = True
     return results, applied_any
+
+
+def reject_all(work: Work, why: str) -> list[InjectionResult]:
+    """Settle every waiting Injection as Rejected (the run can no longer be edited)."""
+    return [_reject(request, why) for request in work.run.injections]
+
+
+def pause_cause(work: Work, set_annotations: Mapping[str, str]) -> tuple[str, str | None]:
+    """Who (and why) the run is paused for an injection hold, for the `run.paused` entry."""
+    if PAUSE_ANNOTATION in set_annotations:  # held after an injection into a failed run
+        injected = next((e for e in reversed(work.status.audit) if e.type == "step.injected"), None)
+        if injected is not None:
+            return injected.actor, "held after an injection (pauseBehavior Hold)"
+    for entry in reversed(work.status.audit):
+        if entry.type == "run.resumed":
+            break  # a request already answered by a resume is not why it is paused now
+        if entry.type == "run.pause_requested":
+            return entry.actor, entry.reason
+    return "", None
 
 
 def after_injection(work: Work, actor: str) -> tuple[dict[str, str], list[str]]:
