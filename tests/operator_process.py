@@ -29,9 +29,11 @@ class OperatorProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     health_port: int = 0
+    metrics_port: int = 0
 
     def start(self, timeout: float = 60.0) -> OperatorProcess:
         self.health_port = free_port()
+        self.metrics_port = free_port()
         env = dict(
             os.environ,
             KUBECONFIG=str(self.kubeconfig),
@@ -40,6 +42,7 @@ class OperatorProcess:
             # going through any shims on PATH.
             RETCON_RUNNER_PYTHON=os.environ.get("RETCON_RUNNER_PYTHON", sys.executable),
             RETCON_LOG_LEVEL="DEBUG" if os.environ.get("RETCON_TEST_DEBUG") else "INFO",
+            RETCON_METRICS_PORT=str(self.metrics_port),
             **self.extra_env,
         )
         argv = [
