@@ -103,7 +103,10 @@ def operator(
                 returncode=2,
             )
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(kubeconfig=cluster.kubeconfig, log=log).start()
+    # The operator has an identity of its own (in a cluster, its ServiceAccount): the admin's
+    # interventions in tests are then audited as the admin's.
+    identity = cluster.user("retcon-operator", "system:masters") if cluster.layout else cluster.kubeconfig
+    process = OperatorProcess(kubeconfig=identity, log=log).start()
     # A server-side dry run goes through admission: it passes once this operator's webhook answers
     # (a configuration left by an earlier, killed operator would still point at a dead port).
     probe = yaml.safe_dump(

@@ -431,13 +431,14 @@ def _succeed(
         _route(work, step, definition)
         if step.phase is StepPhase.FAILED:
             return
+    if definition.dynamic_injection and not dynamic.evaluate_rules(work, step, _condition_inputs(work)):
+        step.output = None  # a failed step has no output, as when a route fails
+        return
     work.event(
         "Normal",
         "StepSucceeded",
         f"Step {step.name} succeeded" + (f", route {step.route}" if step.route else ""),
     )
-    if definition.dynamic_injection:
-        dynamic.evaluate_rules(work, step, _condition_inputs(work))
 
 
 def _route(work: _Work, step: StepStatus, definition: DefinitionStep) -> None:

@@ -75,10 +75,9 @@ def insert_steps(work: Work, after: str, templates: Sequence[StepTemplate], inse
             continue
         rewired = [dep for dep in step.depends_on or [] if dep != after] + tail
         step.depends_on = list(dict.fromkeys(rewired))
+    # Right after the point: an earlier insertion there now follows this one, so the
+    # definition's order agrees with its dependencies (and with how `state` is merged).
     position = next(i for i, step in enumerate(definition.steps) if step.name == after) + 1
-    # Keep the structure readable: inserted steps right after the point, after earlier insertions there.
-    while position < len(definition.steps) and definition.steps[position].inserted_after == after:
-        position += 1
     definition.steps[position:position] = new_steps
     for step in new_steps:
         status = StepStatus(id=step.id, name=step.name, type=step.type.value, message="inserted; starts next")
@@ -87,6 +86,15 @@ def insert_steps(work: Work, after: str, templates: Sequence[StepTemplate], inse
         work.defs[step.name] = step
         work.inserted_now.add(step.name)
     return [step.name for step in new_steps]
+
+
+def started_after(work: Work, point: str) -> list[str]:
+    """Steps that depend on `point` and have already started: inserting there would rewrite history."""
+    return [
+        step.name
+        for step in work.definition.steps
+        if point in (step.depends_on or []) and work.steps[step.name].phase is not StepPhase.PENDING
+    ]
 
 
 def _rule_label(step: str, index: int) -> str:
@@ -124,8 +132,13 @@ def evaluate_rules(work: Work, step: StepStatus, inputs: Mapping[str, Mapping[st
         problems = validate_run_insertion(
             work.definition.steps, work.definition.injection_points, point, rule.steps
         )
-        if problems:
-            why = format_problems(problems).replace("\n", "; ")
+        begun = started_after(work, point)
+        if problems or begun:
+            why = (
+                format_problems(problems).replace("\n", "; ")
+                if problems
+                else f"steps after {point} have already started ({', '.join(begun)})"
+            )
             audit(work, "step.dynamic_injection", "retcon-operator", step=step, reason=rule.reason,
                   details={**base, "inserted": False, "why": why})  # fmt: skip
             work.event("Warning", "DynamicInjectionRefused", f"Rule {label} refused: {why}")
@@ -148,7 +161,7 @@ def add_step(work: Work, annotations: Mapping[str, str]) -> bool:
     try:
         request = json.loads(raw)
         after = str(request["after"])
-        reason = str(request.get("reason") or "")
+        reason = str(request.get("reason") or "").strip()
         template = StepTemplate.model_validate(request["step"])
     except (ValueError, KeyError, TypeError, ValidationError) as error:
         work.event("Warning", "AddStepRefused", f"retcon.dev/add-step is not a valid request: {error}")
@@ -170,6 +183,12 @@ def add_step(work: Work, annotations: Mapping[str, str]) -> bool:
     )
     if problems:
         work.event("Warning", "AddStepRefused", format_problems(problems).replace("\n", "; "))
+        return True
+    begun = started_after(work, after)
+    if begun:
+        work.event(
+            "Warning", "AddStepRefused", f"steps after {after} have already started ({', '.join(begun)})"
+        )
         return True
     names = insert_steps(work, after, [template], actor)
     audit(work, "step.added", actor, step=work.steps[names[0]], reason=reason,

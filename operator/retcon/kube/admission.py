@@ -168,6 +168,13 @@ def validate_add_step(run: Mapping[str, Any], raw: str) -> str | None:
     definition = Definition.model_validate(status.get("definition") or {})
     after = next((s.name for s in definition.steps if s.id == after), after)
     problems = validate_run_insertion(definition.steps, definition.injection_points, after, [template])
+    phases = {str(s.get("name")): s.get("phase") for s in status.get("steps") or []}
+    begun = [
+        s.name for s in definition.steps if after in (s.depends_on or []) and phases.get(s.name) != "Pending"
+    ]
+    if begun and not problems:
+        started = ", ".join(begun)
+        return f"cannot add step {template.name} to run {name}: steps after {after} have started ({started})"
     return (
         f"cannot add step {template.name} to run {name}: " + format_problems(problems).replace("\n", "; ")
         if problems
