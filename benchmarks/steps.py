@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
-from tests.operator_process import OperatorProcess, free_port  # noqa: E402
+from tests.operator_process import OperatorProcess  # noqa: E402
 from tests.support import ClusterHandle  # noqa: E402
 
 from localkube import cluster as localkube_cluster  # noqa: E402
@@ -92,13 +93,37 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def component_pids(layout: Layout) -> dict[str, int]:
+    pids = {}
+    for component in ("kube-apiserver", "etcd", "kube-controller-manager", "kubelet"):
+        pid = localkube_cluster._read_pid(layout, component)
+        if pid is not None:
+            pids[component] = pid
+    return pids
+
+
 def scenario(
-    cluster: ClusterHandle, layout: Layout, trace: Path, namespace: str, label: str, runs: int, steps: int
+    cluster: ClusterHandle,
+    layout: Layout,
+    trace: Path,
+    namespace: str,
+    label: str,
+    runs: int,
+    steps: int,
+    operator_pid: int,
 ) -> dict[str, Any]:
     name = f"wf-{label}"
     cluster.apply(workflow(name, steps), namespace)
     trace.write_text("")
     before = api_requests(layout)
+    pids = {"operator": operator_pid, **component_pids(layout)}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     names = [f"{label}-{i:03d}" for i in range(runs)]
     cluster.apply([run(n, name) for n in names], namespace)
@@ -117,6 +142,7 @@ def scenario(
     if pending:
         raise SystemExit(f"runs did not finish in 10 minutes: {sorted(pending)[:5]}")
     wall = time.monotonic() - started
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     after = api_requests(layout)
     delta = after - before
     samples = [json.loads(line)["seconds"] for line in trace.read_text().splitlines() if line.strip()]
@@ -129,6 +155,7 @@ def scenario(
         "samples": samples,
         "requests": delta,
         "per_step": sum(delta.values()) / total_steps,
+        "cpu": cpu,
     }
 
 
@@ -143,6 +170,8 @@ def report(result: dict[str, Any]) -> None:
             f"p95={percentile(samples, 95):.1f} ms  p99={percentile(samples, 99):.1f} ms  "
             f"max={max(samples):.1f} ms  mean={statistics.fmean(samples):.1f} ms"
         )
+    cpu = ", ".join(f"{name} {seconds / result['steps'] * 1000:.0f}" for name, seconds in result["cpu"].items())
+    print(f"CPU ms per step          {cpu}")
     requests: Counter[tuple[str, str]] = result["requests"]
     mutating = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
     writes = sum(v for (verb, _), v in requests.items() if verb in mutating)
@@ -174,22 +203,22 @@ def main() -> int:
     cluster.kubectl("apply", "-f", str(REPO / "deploy" / "stepresult-policy.yaml"))
     work = Path(tempfile.mkdtemp(prefix="retcon-bench-"))
     trace = work / "transitions.jsonl"
-    metrics_port = free_port()
     operator = OperatorProcess(
         kubeconfig=layout.kubeconfig,
         log=work / "operator.log",
         webhook="off",
-        extra_env={"RETCON_TRACE_FILE": str(trace), "RETCON_METRICS_PORT": str(metrics_port)},
+        extra_env={"RETCON_TRACE_FILE": str(trace)},
     ).start()
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)
     try:
-        results = [
-            scenario(cluster, layout, trace, namespace, "sequential", 1, args.sequential),
-            scenario(cluster, layout, trace, namespace, "concurrent", args.runs, args.steps),
-        ]
         if operator.process is None:
             raise SystemExit("the operator process is gone")
+        pid = operator.process.pid
+        results = [
+            scenario(cluster, layout, trace, namespace, "sequential", 1, args.sequential, pid),
+            scenario(cluster, layout, trace, namespace, "concurrent", args.runs, args.steps, pid),
+        ]
         rss, peak = rss_mib(operator.process.pid)
     finally:
         operator.stop()

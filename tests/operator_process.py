@@ -43,8 +43,8 @@ class OperatorProcess:
             RETCON_RUNNER_PYTHON=os.environ.get("RETCON_RUNNER_PYTHON", sys.executable),
             RETCON_LOG_LEVEL="DEBUG" if os.environ.get("RETCON_TEST_DEBUG") else "INFO",
             RETCON_METRICS_PORT=str(self.metrics_port),
-            **self.extra_env,
         )
+        env.update(self.extra_env)
         argv = [
             sys.executable,
             "-m",

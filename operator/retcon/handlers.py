@@ -40,6 +40,19 @@ def _state(memo: kopf.Memo) -> Reconciler:
     return reconciler
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base storage that keeps nothing: kopf then computes no per-event essence."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = OperatorConfig.from_env()
@@ -49,7 +62,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.enabled = False
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    # Retcon uses no change-detecting handlers (only raw events and admission), so kopf's
+    # per-event diff-base (a deep copy of every object, on every event) is pure overhead.
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Server-side filters: never stream pods and Jobs that are not ours.
     settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED
     settings.watching.label_selectors["", "v1", "pods"] = MANAGED

@@ -82,12 +82,16 @@ class Store:
         return key
 
     def put_job(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
+        """Cache a Job; the run's key if this event can change a decision, else None."""
         key = key_of(obj)
+        previous = self.jobs.get(key)
         if deleted:
             self.jobs.pop(key, None)
         else:
             self.jobs[key] = obj
         run = owner_run(obj)
+        if not deleted and _job_signature(previous) == _job_signature(obj):
+            return None  # progress counters only: nothing the engine decides on
         return (key[0], run) if run else None
 
     def put_pod(self, obj: dict[str, Any], deleted: bool = False) -> Key | None:
@@ -99,6 +103,7 @@ class Store:
             return None
         key = (namespace, job)
         current = self.pods.get(key)
+        relevant = deleted or _pod_signature(current) != _pod_signature(obj)
         if deleted:
             if current is not None and current["metadata"]["name"] == obj["metadata"]["name"]:
                 self.pods.pop(key, None)
@@ -113,6 +118,8 @@ class Store:
             self.pods[key] = obj
             if key not in self.finished_seen and "terminated" in _main_container_state(obj):
                 self.finished_seen[key] = time.monotonic()
+        if not relevant:
+            return None  # e.g. Pending -> Running: nothing the engine decides on
         job_obj = self.jobs.get(key)
         run = owner_run(job_obj) if job_obj else None
         if run is None:
@@ -145,6 +152,33 @@ class Store:
             self.injections[key] = obj
         run = obj.get("spec", {}).get("runName")
         return (key[0], str(run)) if run else None
+
+
+def _job_signature(job: Mapping[str, Any] | None) -> tuple[bool, bool]:
+    """What of a Job the engine decides on: a Failed condition, a deletion under way."""
+    if job is None:
+        return (False, False)
+    conditions = (job.get("status") or {}).get("conditions") or []
+    failed = any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions)
+    return (failed, bool(job["metadata"].get("deletionTimestamp")))
+
+
+def _pod_signature(pod: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What of a pod the engine decides on: its end, its step container's end or wait, a deadline."""
+    if pod is None:
+        return (None,)
+    status = pod.get("status") or {}
+    state = _main_container_state(pod)
+    waiting = (state.get("waiting") or {}).get("reason")
+    terminated = state.get("terminated") or {}
+    phase = status.get("phase")
+    return (
+        pod["metadata"].get("name"),
+        phase if phase in ("Succeeded", "Failed") else None,
+        terminated.get("exitCode"),
+        waiting if waiting not in (None, "ContainerCreating", "PodInitializing") else None,
+        status.get("reason"),
+    )
 
 
 def _run_from_job_name(store: Store, namespace: str, job: str) -> str | None:
