@@ -98,9 +98,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    reconciler = memo.get("reconciler")
+    if reconciler is not None and reconciler.leader is not None:
+        await reconciler.leader.release()
     for task in memo.get("tasks", []):
         task.cancel()
-    reconciler = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.api.close()
 
