@@ -170,7 +170,8 @@ def report(result: dict[str, Any]) -> None:
             f"p95={percentile(samples, 95):.1f} ms  p99={percentile(samples, 99):.1f} ms  "
             f"max={max(samples):.1f} ms  mean={statistics.fmean(samples):.1f} ms"
         )
-    cpu = ", ".join(f"{name} {seconds / result['steps'] * 1000:.0f}" for name, seconds in result["cpu"].items())
+    per_step = {name: seconds / result["steps"] * 1000 for name, seconds in result["cpu"].items()}
+    cpu = ", ".join(f"{name} {ms:.0f}" for name, ms in per_step.items())
     print(f"CPU ms per step          {cpu}")
     requests: Counter[tuple[str, str]] = result["requests"]
     mutating = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
