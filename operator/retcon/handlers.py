@@ -9,6 +9,7 @@ progress for them, so it adds no writes of its own to runs, Jobs or pods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -51,6 +52,23 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         return None
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Find the API server as client-go does: in a pod, at KUBERNETES_SERVICE_HOST and _PORT.
+
+    kopf's own in-cluster login assumes https://kubernetes.default.svc, which needs cluster
+    DNS; the environment variables the kubelet sets are what every Kubernetes client uses.
+    Outside a pod (or with KUBECONFIG set), the kubeconfig is used.
+    """
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if host and not os.environ.get("KUBECONFIG"):
+        info = kopf.login_with_service_account(settings=settings, **kwargs)
+        if info is not None:
+            host = f"[{host}]" if ":" in host else host
+            return dataclasses.replace(info, server=f"https://{host}:{port}")
+    return kopf.login_with_kubeconfig(settings=settings, **kwargs)
 
 
 @kopf.on.startup()
