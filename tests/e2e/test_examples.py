@@ -22,9 +22,11 @@ def _apply_file(cluster: ClusterHandle, namespace: str, path: Path) -> list[dict
 def _finish(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
     obj: dict[str, Any] = wait_for(
         f"run {name} to finish",
-        lambda: (o := cluster.get_json("workflowrun", name, "-n", namespace)).get("status", {}).get("phase")
-        in ("Succeeded", "Failed")
-        and o,
+        lambda: (
+            (o := cluster.get_json("workflowrun", name, "-n", namespace)).get("status", {}).get("phase")
+            in ("Succeeded", "Failed")
+            and o
+        ),
         timeout=90,
     )
     return obj
@@ -35,7 +37,9 @@ def _steps(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_every_example_folder_has_a_workflow_and_runs() -> None:
-    for folder in sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith(("_", "retcon_"))):
+    for folder in sorted(
+        p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith(("_", "retcon_"))
+    ):
         assert (folder / "workflow.yaml").exists(), folder
         assert list(folder.glob("run-*.yaml")), folder
 

@@ -68,9 +68,11 @@ def test_a_step_pod_may_only_create_its_own_result(cluster: ClusterHandle, names
     cluster.apply(pod, namespace)
     done = wait_for(
         "the pod to finish",
-        lambda: (p := cluster.get_json("pod", "step-pod", "-n", namespace))["status"].get("phase")
-        in ("Succeeded", "Failed")
-        and p,
+        lambda: (
+            (p := cluster.get_json("pod", "step-pod", "-n", namespace))["status"].get("phase")
+            in ("Succeeded", "Failed")
+            and p
+        ),
     )
     terminated = done["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 0, terminated
