@@ -18,8 +18,9 @@
 #   USER 65532
 #
 # (or COPY a plain package into /app, the working directory, which is on
-# sys.path). Both images run as UID 65532 and write nothing outside /tmp, so
-# they work with readOnlyRootFilesystem and an emptyDir on /tmp.
+# sys.path). Both images run as UID 65532 and write only to $TMPDIR and $HOME, so
+# they work with readOnlyRootFilesystem and a writable emptyDir for TMPDIR and HOME
+# (the chart mounts one and points both there).
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +92,34 @@ def test_the_decision_alternative_takes_the_same_paths_with_every_step_in_the_fi
     obj = run_example(cluster, namespace, "decision-review", run_file)
     assert executed(obj) == path
     assert not any(s.get("injected") for s in obj["status"]["definition"]["steps"])
+
+
+def test_structure_and_path_show_what_ran_with_the_inserted_step_marked(
+    cluster: ClusterHandle, namespace: str
+) -> None:
+    run_example(cluster, namespace, "dynamic-review", "run-high.yaml")
+    base = [sys.executable, "-m", "retcon.cli", f"--kubeconfig={cluster.kubeconfig}", "-n", namespace]
+    structure = json.loads(
+        subprocess.run(
+            [*base, "run", "structure", "dynamic-high", "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert [s["name"] for s in structure["definition"]] == ["process-order", "ship-order"]
+    (inserted,) = structure["inserted"]
+    assert (inserted["name"], inserted["inserted_after"], inserted["inserted_by"]) == (
+        "high-value-review", "process-order", "process-order/dynamicInjection[0]")  # fmt: skip
+    assert [(s["name"], s["injected"]) for s in structure["execution_order"]] == [
+        ("process-order", False), ("high-value-review", True), ("ship-order", False)]  # fmt: skip
+    table = subprocess.run(
+        [*base, "run", "structure", "dynamic-high"], capture_output=True, text=True, check=True
+    ).stdout
+    marked = [line for line in table.splitlines() if "[INJECTED]" in line]
+    assert marked and all("high-value-review" in line for line in marked)
+    path = json.loads(
+        subprocess.run(
+            [*base, "run", "path", "dynamic-high", "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert [(s["name"], s["injected"]) for s in path["steps"]] == [
+        ("process-order", False), ("high-value-review", True), ("ship-order", False)]  # fmt: skip
+    assert all(s["duration_seconds"] >= 0 for s in path["steps"])

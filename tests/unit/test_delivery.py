@@ -267,8 +267,11 @@ def test_the_operator_runs_non_root_with_a_read_only_root_filesystem(helm: Path,
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
-        tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")  # noqa: S108 - the pod's /tmp
-        assert "emptyDir" in volumes[tmp["name"]]
+        # The one writable place is an emptyDir, and TMPDIR and HOME point at it.
+        env = _env(container)
+        scratch = next(m for m in container["volumeMounts"] if m["mountPath"] == env["TMPDIR"])
+        assert "emptyDir" in volumes[scratch["name"]]
+        assert env["HOME"] == env["TMPDIR"]
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
