@@ -385,6 +385,7 @@ def test_the_operator_survives_kill_9_and_runs_no_step_twice(
         "namespaces": (namespace,),
         "webhook": "off",
     }
+    isolated: OperatorProcess | None = None
     try:
         operator.stop()
         isolated = OperatorProcess(**operator_args).start()  # type: ignore[arg-type]
@@ -399,6 +400,8 @@ def test_the_operator_survives_kill_9_and_runs_no_step_twice(
         obj = wait_phase(cluster, namespace, "r", "Succeeded", "Failed", timeout=90)
         isolated.stop()
     finally:
+        if isolated is not None:
+            isolated.stop()
         operator.start()
     assert obj["status"]["phase"] == "Succeeded", obj["status"].get("message")
     lines = journal.read_text().split()

@@ -90,7 +90,7 @@ class Store:
         else:
             self.jobs[key] = obj
         run = owner_run(obj)
-        if not deleted and _job_signature(previous) == _job_signature(obj):
+        if not deleted and previous is not None and _job_signature(previous) == _job_signature(obj):
             return None  # progress counters only: nothing the engine decides on
         return (key[0], run) if run else None
 
