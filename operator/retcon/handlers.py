@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from retcon.engine.validation import format_problems, validate_workflow
 from retcon.kube import admission, webhook
 from retcon.kube.config import OperatorConfig
 from retcon.kube.leader import LeaderElector
-from retcon.kube.observe import Store
+from retcon.kube.observe import Key, Store
 from retcon.kube.reconciler import EventSink, Reconciler
 from retcon.kube.resources import MANAGED_BY, MANAGER, PauseRequest, WorkflowRun, as_dict, whoami
 
@@ -129,6 +130,13 @@ def _deleted(event: kopf.RawEvent) -> bool:
     return event.get("type") == "DELETED"
 
 
+def _feed(memo: kopf.Memo, event: kopf.RawEvent, put: Callable[..., Key | None]) -> None:
+    """Cache a child object; reconcile its run if the change can matter to it."""
+    key = put(dict(event["object"]), deleted=_deleted(event))
+    if key is not None:
+        _state(memo).enqueue(key)
+
+
 @kopf.on.event(GROUP, VERSION, "workflowruns")
 def run_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     reconciler = _state(memo)
@@ -139,34 +147,22 @@ def run_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER})
 def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _state(memo)
-    key = reconciler.store.put_job(dict(event["object"]), deleted=_deleted(event))
-    if key is not None:
-        reconciler.enqueue(key)
+    _feed(memo, event, _state(memo).store.put_job)
 
 
 @kopf.on.event("", "v1", "pods", labels={MANAGED_BY: MANAGER})
 def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _state(memo)
-    key = reconciler.store.put_pod(dict(event["object"]), deleted=_deleted(event))
-    if key is not None:
-        reconciler.enqueue(key)
+    _feed(memo, event, _state(memo).store.put_pod)
 
 
 @kopf.on.event(GROUP, VERSION, "stepresults")
 def result_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _state(memo)
-    key = reconciler.store.put_result(dict(event["object"]), deleted=_deleted(event))
-    if key is not None:
-        reconciler.enqueue(key)
+    _feed(memo, event, _state(memo).store.put_result)
 
 
 @kopf.on.event(GROUP, VERSION, "pauserequests")
 def pause_request_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _state(memo)
-    key = reconciler.store.put_pause_request(dict(event["object"]), deleted=_deleted(event))
-    if key is not None:
-        reconciler.enqueue(key)
+    _feed(memo, event, _state(memo).store.put_pause_request)
 
 
 @kopf.on.validate(GROUP, VERSION, "workflows", operations=["CREATE", "UPDATE"])
@@ -184,10 +180,7 @@ def validate_workflow_admission(spec: kopf.Spec, name: str | None, **_: Any) -> 
 
 @kopf.on.event(GROUP, VERSION, "injections")
 def injection_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _state(memo)
-    key = reconciler.store.put_injection(dict(event["object"]), deleted=_deleted(event))
-    if key is not None:
-        reconciler.enqueue(key)
+    _feed(memo, event, _state(memo).store.put_injection)
 
 
 # --- admission: who intervened, taken from authentication ----------------------------------------

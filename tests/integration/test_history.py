@@ -79,6 +79,24 @@ def steps(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in obj["status"]["steps"]}
 
 
+def start_and_pause(
+    cluster: ClusterHandle, namespace: str, people: dict[str, Path], workflow: dict[str, Any]
+) -> None:
+    """Start run `r`; once its slow `settle` step runs, alice pauses it; wait until it is Paused."""
+    start(cluster, namespace, workflow, "r")
+    until(
+        cluster,
+        namespace,
+        "r",
+        "settle to run",
+        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
+    )
+    cluster.kubectl(
+        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
+    )
+    until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
+
+
 @pytest.fixture
 def people(cluster: ClusterHandle, namespace: str) -> dict[str, Path]:
     """alice and bob may intervene; carol may only run workflows."""
@@ -286,18 +304,7 @@ def test_injecting_into_a_failed_step_recovers_the_run(
 def test_release_resumes_by_itself_after_an_injection(
     cluster: ClusterHandle, namespace: str, people: dict[str, Path]
 ) -> None:
-    start(cluster, namespace, order_workflow("orders", pauseBehavior="Release"), "r")
-    until(
-        cluster,
-        namespace,
-        "r",
-        "settle to run",
-        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
-    )
-    cluster.kubectl(
-        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
-    )
-    until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
+    start_and_pause(cluster, namespace, people, order_workflow("orders", pauseBehavior="Release"))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", as_user=people["bob"],
                     input=json.dumps(injection("fix", "r", "validate-payment", {"valid": True, "amount": 7}, "quick fix")))  # fmt: skip
     done = until(cluster, namespace, "r", "the run to finish", phase_is("Succeeded", "Failed"))
@@ -313,18 +320,7 @@ def test_release_resumes_by_itself_after_an_injection(
 def test_an_injection_into_a_step_without_output_is_refused_with_a_reason(
     cluster: ClusterHandle, namespace: str, people: dict[str, Path], step: str, phase_words: str
 ) -> None:
-    start(cluster, namespace, order_workflow("orders"), "r")
-    until(
-        cluster,
-        namespace,
-        "r",
-        "settle to run",
-        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
-    )
-    cluster.kubectl(
-        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
-    )
-    until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
+    start_and_pause(cluster, namespace, people, order_workflow("orders"))
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", as_user=people["bob"], check=False,
                              input=json.dumps(injection("bad", "r", step, {"x": 1}, "why not")))  # fmt: skip
     if result.returncode != 0:  # refused at apply time
@@ -377,18 +373,7 @@ def test_a_pause_request_holds_the_run_while_it_exists(
 def test_resume_from_a_step_reruns_it_and_everything_downstream(
     cluster: ClusterHandle, namespace: str, people: dict[str, Path]
 ) -> None:
-    start(cluster, namespace, order_workflow("orders"), "r")
-    until(
-        cluster,
-        namespace,
-        "r",
-        "settle to run",
-        lambda o: (o.get("status") or {}).get("currentStep") == "settle",
-    )
-    cluster.kubectl(
-        "annotate", "workflowrun", "r", "retcon.dev/pause=true", "-n", namespace, as_user=people["alice"]
-    )
-    until(cluster, namespace, "r", "the run to pause", phase_is("Paused"))
+    start_and_pause(cluster, namespace, people, order_workflow("orders"))
     cluster.kubectl("annotate", "workflowrun", "r", "retcon.dev/pause-", "retcon.dev/resume-from-step=validate-payment",
                     "-n", namespace, as_user=people["alice"])  # fmt: skip
     done = until(cluster, namespace, "r", "the run to finish", phase_is("Succeeded", "Failed"))
