@@ -53,12 +53,14 @@ from retcon.client._models import (
     StructureStep,
 )
 from retcon.engine.graph import resolve_dependencies, topological_order
-from retcon.engine.model import CANCEL_ANNOTATION, PAUSE_ANNOTATION, RESUME_FROM_ANNOTATION
+from retcon.engine.model import (
+    ADD_STEP_ANNOTATION,
+    CANCEL_ANNOTATION,
+    PAUSE_ANNOTATION,
+    RESUME_FROM_ANNOTATION,
+)
+from retcon.engine.model import SIGNAL_PREFIX as SIGNAL_ANNOTATION_PREFIX
 
-#: `signal.retcon.dev/<step name>`: the JSON object that becomes a Wait step's output.
-SIGNAL_ANNOTATION_PREFIX = "signal.retcon.dev/"
-#: A step to insert at run time: `{"after": ..., "step": {...}, "reason": ...}`.
-ADD_STEP_ANNOTATION = "retcon.dev/add-step"
 TRUE = "true"
 #: Kubernetes limits all of an object's annotations together to 256 KiB.
 MAX_ANNOTATION_BYTES = 128 * 1024

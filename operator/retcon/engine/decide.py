@@ -40,6 +40,7 @@ from retcon.api.workflow import RetryPolicy, StepType, WorkflowSpec
 from retcon.engine import cel, dynamic, interventions
 from retcon.engine.graph import dependents
 from retcon.engine.model import (
+    ADD_STEP_ANNOTATION,
     CANCEL_ANNOTATION,
     INLINE_OUTPUT_LIMIT,
     LOST_JOB_GRACE_SECONDS,
@@ -188,7 +189,7 @@ def _intervene(work: _Work) -> tuple[list[str], dict[str, str], list[InjectionRe
     run = work.run
     consumed = interventions.apply_signals(work)
     if dynamic.add_step(work, run.annotations):
-        consumed.append(dynamic.ADD_STEP_ANNOTATION)
+        consumed.append(ADD_STEP_ANNOTATION)
     annotated = run.annotations.get(PAUSE_ANNOTATION) == TRUE
     injected, applied = interventions.apply_injections(work, annotated or bool(interventions.holding(work)))
     set_annotations: dict[str, str] = {}

@@ -28,13 +28,11 @@ from retcon.api.run import DefinitionStep, StepPhase, StepStatus
 from retcon.api.workflow import DynamicInjection, StepTemplate
 from retcon.engine import cel
 from retcon.engine.interventions import audit
-from retcon.engine.model import INTENTS_ANNOTATION
+from retcon.engine.model import ADD_STEP_ANNOTATION, INTENTS_ANNOTATION
 from retcon.engine.naming import step_id
 from retcon.engine.snapshot import next_step_number
 from retcon.engine.validation import format_problems, validate_run_insertion
 from retcon.engine.work import Work
-
-ADD_STEP_ANNOTATION = "retcon.dev/add-step"
 
 
 def _describe(step: StepTemplate) -> dict[str, Any]:

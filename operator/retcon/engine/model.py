@@ -24,6 +24,8 @@ INTENTS_ANNOTATION = "retcon.dev/intents"
 SIGNAL_PREFIX = "signal.retcon.dev/"
 CANCEL_ANNOTATION = "retcon.dev/cancel"
 RESUME_FROM_ANNOTATION = "retcon.dev/resume-from-step"
+#: A step to add to a paused run: `{"after": ..., "step": {...}, "reason": ...}`.
+ADD_STEP_ANNOTATION = "retcon.dev/add-step"
 
 #: The main container's exit code for "do not retry" (a function raising NonRetryableError).
 NON_RETRYABLE_EXIT_CODE = 42

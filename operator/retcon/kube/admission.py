@@ -21,6 +21,7 @@ from typing import Any
 from retcon.api.run import Definition
 from retcon.api.workflow import StepTemplate
 from retcon.engine.model import (
+    ADD_STEP_ANNOTATION,
     CANCEL_ANNOTATION,
     INTENTS_ANNOTATION,
     PAUSE_ANNOTATION,
@@ -34,7 +35,6 @@ DELETED_BY = "retcon.dev/deleted-by"
 RELEASE_FINALIZER = "retcon.dev/release-audit"
 #: Intents kept on a run; older ones have long been folded into its audit trail.
 MAX_INTENTS = 50
-ADD_STEP_ANNOTATION = "retcon.dev/add-step"
 
 
 def actor_of(userinfo: Mapping[str, Any]) -> str:
