@@ -235,8 +235,8 @@ def test_a_run_of_an_allowed_tenant_gets_the_steps() -> None:
 @pytest.mark.parametrize(
     ("tenant", "why"),
     [
-        ("tenant-c", "tenant 'tenant-c' is not in allowedTenants ['tenant-a', 'tenant-b']"),
-        (None, "the run has no tenant; allowedTenants is ['tenant-a', 'tenant-b']"),
+        ("tenant-c", "tenant 'tenant-c' is not in allowedTenants (tenant-a, tenant-b)"),
+        (None, "the run has no tenant; allowedTenants is (tenant-a, tenant-b)"),
     ],
 )
 def test_a_run_of_another_tenant_gets_no_steps_and_the_audit_says_why(tenant: str | None, why: str) -> None:

@@ -120,8 +120,9 @@ def evaluate_rules(work: Work, step: StepStatus, inputs: Mapping[str, Mapping[st
             continue
         tenant = work.run.tenant
         if rule.allowed_tenants is not None and tenant not in rule.allowed_tenants:
-            why = f"tenant {tenant!r} is not in allowedTenants {rule.allowed_tenants}" if tenant else (
-                f"the run has no tenant; allowedTenants is {rule.allowed_tenants}"
+            allowed = ", ".join(rule.allowed_tenants)
+            why = f"tenant {tenant!r} is not in allowedTenants ({allowed})" if tenant else (
+                f"the run has no tenant; allowedTenants is ({allowed})"
             )  # fmt: skip
             audit(work, "step.dynamic_injection", "retcon-operator", step=step, reason=rule.reason,
                   details={**base, "inserted": False, "why": why})  # fmt: skip
