@@ -7,7 +7,7 @@ injected, output}]`). Times are RFC 3339 in UTC, durations are seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,6 +29,20 @@ AUDIT_TYPES: tuple[str, ...] = (
 
 def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _time(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    to_json = getattr(value, "to_json", None)
+    return to_json() if callable(to_json) else value
+
+
+def _fields_json(obj: Any) -> JsonObject:
+    """Every field, by its name: datetimes as RFC 3339, sequences as lists, models as their JSON."""
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -60,21 +74,7 @@ class StepInfo:
         return _seconds(self.started_at, self.finished_at)
 
     def to_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "type": self.type,
-            "phase": self.phase,
-            "injected": self.injected,
-            "output": self.output,
-            "output_ref": self.output_ref,
-            "attempts": self.attempts,
-            "started_at": _time(self.started_at),
-            "finished_at": _time(self.finished_at),
-            "duration_seconds": self.duration_seconds,
-            "message": self.message,
-            "route": self.route,
-        }
+        return {**_fields_json(self), "duration_seconds": self.duration_seconds}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,19 +94,7 @@ class RunSummary:
     created_at: datetime | None = None
 
     def to_json(self) -> JsonObject:
-        return {
-            "name": self.name,
-            "namespace": self.namespace,
-            "workflow": self.workflow,
-            "phase": self.phase,
-            "pause_reason": self.pause_reason,
-            "next_step_hint": self.next_step_hint,
-            "current_step": self.current_step,
-            "progress": self.progress,
-            "tenant": self.tenant,
-            "message": self.message,
-            "created_at": _time(self.created_at),
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,14 +117,7 @@ class RunDetail(RunSummary):
         return next((s for s in self.steps if ref in (s.id, s.name)), None)
 
     def to_json(self) -> JsonObject:
-        return {
-            **super().to_json(),
-            "input": self.input,
-            "started_at": _time(self.started_at),
-            "finished_at": _time(self.finished_at),
-            "pause_requested": self.pause_requested,
-            "steps": [step.to_json() for step in self.steps],
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,17 +175,7 @@ class AuditRecord:
     details: JsonObject | None = None
 
     def to_json(self) -> JsonObject:
-        return {
-            "type": self.type,
-            "time": _time(self.time),
-            "actor": self.actor,
-            "step_id": self.step_id,
-            "step_name": self.step_name,
-            "reason": self.reason,
-            "previous_output": self.previous_output,
-            "new_output": self.new_output,
-            "details": self.details,
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,17 +196,7 @@ class StructureStep:
     phase: str | None = None
 
     def to_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "type": self.type,
-            "work": self.work,
-            "depends_on": list(self.depends_on),
-            "injected": self.injected,
-            "inserted_after": self.inserted_after,
-            "inserted_by": self.inserted_by,
-            "phase": self.phase,
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
