@@ -475,20 +475,9 @@ def build_paused_state(run: str, status: WorkflowRunStatus, outputs: Mapping[str
 
 
 def build_audit(status: WorkflowRunStatus, type: str | None = None) -> tuple[AuditRecord, ...]:
+    # AuditRecord has exactly AuditEntry's fields, under the same names.
     return tuple(
-        AuditRecord(
-            type=entry.type,
-            time=entry.time,
-            actor=entry.actor,
-            step_id=entry.step_id,
-            step_name=entry.step_name,
-            reason=entry.reason,
-            previous_output=entry.previous_output,
-            new_output=entry.new_output,
-            details=entry.details,
-        )
-        for entry in status.audit
-        if type is None or entry.type == type
+        AuditRecord(**entry.model_dump()) for entry in status.audit if type is None or entry.type == type
     )
 
 
