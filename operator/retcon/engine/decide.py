@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +25,6 @@ from typing import Any
 from retcon.api.meta import Condition
 from retcon.api.run import (
     Attempt,
-    Definition,
     DefinitionStep,
     ObjectRef,
     PauseReason,
@@ -38,7 +37,6 @@ from retcon.api.run import (
 from retcon.api.stepresult import Outcome
 from retcon.api.workflow import RetryPolicy, StepType, WorkflowSpec
 from retcon.engine import cel, dynamic, interventions
-from retcon.engine.graph import dependents
 from retcon.engine.model import (
     ADD_STEP_ANNOTATION,
     CANCEL_ANNOTATION,
@@ -754,15 +752,3 @@ def _set_condition(
     status.conditions.append(
         Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=now)  # type: ignore[arg-type]
     )
-
-
-def running_jobs(status: WorkflowRunStatus) -> Iterable[str]:
-    """Jobs of attempts still running, for the kube layer's bookkeeping."""
-    for step in status.steps:
-        for attempt in step.attempts:
-            if attempt.phase is StepPhase.RUNNING and attempt.job:
-                yield attempt.job
-
-
-def dependents_of(definition: Definition) -> dict[str, list[str]]:
-    return dependents({s.name: tuple(s.depends_on or ()) for s in definition.steps})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from retcon import __version__
 
@@ -26,7 +26,6 @@ class OperatorConfig:
     deadline_slack_seconds: int = 30
     #: Python executable in the step-runner image.
     python: str = "python"
-    extra_labels: dict[str, str] = field(default_factory=dict)
     #: With several replicas: only the holder of a Lease reconciles.
     leader_elect: bool = False
     lease_namespace: str = "default"

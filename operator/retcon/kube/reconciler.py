@@ -104,7 +104,6 @@ class Reconciler:
         config: OperatorConfig,
         events: EventSink,
         clock: Clock = _utcnow,
-        on_decision: Callable[[Key, Decision, float], None] | None = None,
     ) -> None:
         self.api = api
         self.store = store
@@ -117,7 +116,6 @@ class Reconciler:
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._on_decision = on_decision
         self._active_runs: set[Key] = set()
         self.leader: LeaderElector | None = None
         self.trace = metrics.TransitionTrace()
@@ -247,8 +245,6 @@ class Reconciler:
                 )
         _count(key, view, decision, self._active_runs)
         metrics.RECONCILE.observe(time.perf_counter() - started)
-        if self._on_decision is not None:
-            self._on_decision(key, decision, time.perf_counter() - started)
         if decision.requeue_after is not None:
             self.enqueue_after(key, decision.requeue_after)
 
