@@ -16,6 +16,9 @@ from collections.abc import Sequence
 import kopf
 import prometheus_client
 
+from retcon.kube import webhook
+from retcon.kube.config import OperatorConfig
+
 
 def _configure_logging(level: str, json_logs: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
@@ -64,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        # Settings a user gets wrong are one line and exit 2, before anything starts.
+        OperatorConfig.from_env()
+        webhook.check_mode()
+    except ValueError as error:
+        print(f"retcon-operator: {error}", file=sys.stderr)
+        return 2
     _configure_logging(args.log_level, args.json_logs)
     import retcon.handlers  # noqa: F401, PLC0415 - registers the handlers with kopf
 

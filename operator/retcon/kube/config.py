@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from retcon import __version__
 
@@ -45,5 +46,18 @@ class OperatorConfig:
             leader_elect=env.get("RETCON_LEADER_ELECT", "false").lower() in ("1", "true", "yes"),
             lease_namespace=env.get("RETCON_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
             lease_name=env.get("RETCON_LEASE_NAME", defaults.lease_name),
-            lease_seconds=float(env.get("RETCON_LEASE_SECONDS", defaults.lease_seconds)),
+            lease_seconds=_seconds(env, "RETCON_LEASE_SECONDS", defaults.lease_seconds),
         )
+
+
+def _seconds(env: Any, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 1:
+        raise ValueError(f"{name} must be a number of seconds of at least 1, not {raw!r}")
+    return value

@@ -64,6 +64,17 @@ def build_self_signed(folder: Path, hosts: list[str]) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
+MODES = ("local", "cluster", "off")
+
+
+def check_mode(environ: dict[str, str] | None = None) -> str:
+    env: Any = os.environ if environ is None else environ
+    mode = str(env.get("RETCON_WEBHOOK", "local"))
+    if mode not in MODES:
+        raise ValueError(f"RETCON_WEBHOOK must be local, cluster or off, not {mode!r}")
+    return mode
+
+
 def configure(settings: kopf.OperatorSettings, environ: dict[str, str] | None = None) -> str:
     """Set up kopf's admission server as the environment says; returns the mode."""
     env: Any = os.environ if environ is None else environ
